@@ -1,0 +1,22 @@
+"""cnnbuild: define, inspect and train convolutional networks from YAML files, in numpy.
+
+>>> import cnnbuild
+>>> net = cnnbuild.load("archs/mnist.yaml")
+>>> probabilities = net.forward(images)          # images: (N, 1, 28, 28) float32
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+__all__ = ["load", "loads"]
+
+
+def __getattr__(name: str) -> Any:
+    # numpy and the layers load on first use, so the command line starts fast
+    if name in __all__:
+        from cnnbuild import builder
+
+        return getattr(builder, name)
+    raise AttributeError(f"module 'cnnbuild' has no attribute {name!r}")

@@ -1,0 +1,3 @@
+from cnnbuild.cli import main
+
+main()

@@ -1,0 +1,330 @@
+"""Spec -> network: expand repeats, name and resolve inputs, order the graph, infer every
+shape, then allocate weights."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnbuild.errors import ConfigError, ShapeError, SpecError
+from cnnbuild.graph import INPUT, Network, Node
+from cnnbuild.layers import Layer, layer_class
+from cnnbuild.layers.base import Shape
+from cnnbuild.spec import Path_, Spec, parse_spec, read_spec
+
+COMMON_KEYS = ("name", "type", "inputs")
+
+
+@dataclass
+class Planned:
+    """A layer after repeat expansion, before it is built. ``inputs`` holds names the file
+    gave, or the Planned layer itself where the input is implicitly the layer before."""
+
+    name: str | None
+    type_name: str
+    config: dict[str, Any]
+    inputs: list[str | Planned]
+    path: Path_  # where the layer stands in the file
+
+
+def load(path: str | Path, seed: int | None = None, dtype: Any = np.float32) -> Network:
+    """Read, check and build the architecture file at ``path``."""
+    return build(read_spec(path), seed=seed, dtype=dtype)
+
+
+def loads(text: str, seed: int | None = None, dtype: Any = np.float32) -> Network:
+    """Build a network from YAML text."""
+    return build(parse_spec(text), seed=seed, dtype=dtype)
+
+
+def build(spec: Spec, seed: int | None = None, dtype: Any = np.float32) -> Network:
+    """Turn a schema-valid spec into a network; raises SpecError naming file, line, layer."""
+    data = spec.data
+    planned = _expand(data["layers"], ("layers",), block_input=INPUT, counters={})
+    _assign_default_names(planned)
+    problems = _check_names(planned, spec)
+    layers = _construct(planned, spec, problems)
+    if problems:
+        raise SpecError(problems)
+    order = _topological_order(planned, spec)
+    nodes = _infer_shapes(order, layers, tuple(data["input"]), spec)
+    _check_output(nodes[-1], planned[-1], data["classes"], spec, nodes)
+    rng = np.random.default_rng(seed)
+    for node in nodes:
+        shapes = node.input_shapes if node.layer.merge else node.input_shapes[0]
+        node.layer.build(shapes, rng, dtype)
+    return Network(data["name"], tuple(data["input"]), data["classes"], nodes, rng, data)
+
+
+# --- expansion and names -------------------------------------------------------------------
+
+
+def _expand(
+    items: list[dict[str, Any]],
+    path: Path_,
+    block_input: str | Planned,
+    counters: dict[str, int],
+) -> list[Planned]:
+    """Flatten repeat blocks. Each layer's default input is the one before it."""
+    planned: list[Planned] = []
+    previous = block_input
+    for index, item in enumerate(items):
+        item_path = (*path, index)
+        if "repeat" in item:
+            counters["block"] = counters.get("block", 0) + 1
+            prefix = item.get("name", f"block{counters['block']}")
+            for repetition in range(1, item["repeat"] + 1):
+                inner = _expand(item["layers"], (*item_path, "layers"), previous, counters)
+                _rename_block(inner, f"{prefix}_{repetition}_")
+                planned.extend(inner)
+                previous = inner[-1]
+            continue
+        config = {key: value for key, value in item.items() if key not in COMMON_KEYS}
+        given = item.get("inputs")
+        inputs = [block_input if name == INPUT else name for name in given] if given else [previous]
+        planned.append(Planned(item.get("name"), item["type"], config, inputs, item_path))
+        previous = planned[-1]
+    return planned
+
+
+def _rename_block(inner: list[Planned], prefix: str) -> None:
+    """Prefix the names given inside one repetition, and the references to them."""
+    renames = {layer.name: f"{prefix}{layer.name}" for layer in inner if layer.name}
+    for layer in inner:
+        if layer.name:
+            layer.name = renames[layer.name]
+        layer.inputs = [
+            renames.get(ref, ref) if isinstance(ref, str) else ref for ref in layer.inputs
+        ]
+
+
+def _assign_default_names(planned: list[Planned]) -> None:
+    """Unnamed layers become ``<type><n>``, skipping names the file already uses; then
+    every input reference becomes a name."""
+    taken = {layer.name for layer in planned if layer.name}
+    counters: dict[str, int] = {}
+    for layer in planned:
+        while not layer.name:
+            counters[layer.type_name] = counters.get(layer.type_name, 0) + 1
+            name = f"{layer.type_name}{counters[layer.type_name]}"
+            if name not in taken:
+                layer.name = name
+                taken.add(name)
+    for layer in planned:
+        layer.inputs = [ref if isinstance(ref, str) else ref.name for ref in layer.inputs]
+
+
+def _check_names(planned: list[Planned], spec: Spec) -> list[str]:
+    problems: list[str] = []
+    first_seen: dict[str, Planned] = {}
+    for layer in planned:
+        if layer.name == INPUT:
+            problems.append(
+                spec.problem(
+                    (*layer.path, "name"),
+                    f"the name {INPUT!r} is reserved for the network's input — rename the layer",
+                )
+            )
+        elif layer.name in first_seen and first_seen[layer.name].path != layer.path:
+            line = spec.mark(first_seen[layer.name].path).line
+            problems.append(
+                spec.problem(
+                    (*layer.path, "name"),
+                    f"duplicate layer name {layer.name!r} (first used on line {line}) — "
+                    "names must be unique",
+                )
+            )
+        first_seen.setdefault(layer.name, layer)
+    known = [INPUT, *first_seen]
+    for layer in planned:
+        for name in layer.inputs:
+            if name not in first_seen and name != INPUT:
+                problems.append(
+                    spec.problem(
+                        (*layer.path, "inputs"),
+                        f"unknown input {name!r}{_did_you_mean(name, known)}; "
+                        f"layers so far: {', '.join(known[:12])}"
+                        + (", ..." if len(known) > 12 else ""),
+                    )
+                )
+            elif name == layer.name:
+                problems.append(
+                    spec.problem(
+                        (*layer.path, "inputs"),
+                        f"layer {name!r} takes its own output as input — name an earlier layer",
+                    )
+                )
+    return _unique(problems)
+
+
+def _construct(planned: list[Planned], spec: Spec, problems: list[str]) -> dict[str, Layer]:
+    layers: dict[str, Layer] = {}
+    for layer in planned:
+        try:
+            cls = layer_class(layer.type_name)
+            layers[layer.name] = cls(layer.name, **layer.config)
+        except ConfigError as error:
+            problems.append(spec.problem(layer.path, _without_owner(str(error), layer)))
+            continue
+        arity = len(layer.inputs)
+        if cls.merge and arity < 2:
+            problems.append(
+                spec.problem(
+                    layer.path,
+                    f"a {layer.type_name} layer merges two or more layers, got {arity} — list "
+                    "them in `inputs`, e.g. inputs: [conv2, input]",
+                )
+            )
+        elif not cls.merge and arity != 1:
+            problems.append(
+                spec.problem(
+                    (*layer.path, "inputs"),
+                    f"a {layer.type_name} layer takes exactly one input, got {arity} — "
+                    "merge them first with an `add` or `concat` layer",
+                )
+            )
+    problems[:] = _unique(problems)
+    return layers
+
+
+# --- ordering and shapes -------------------------------------------------------------------
+
+
+def _topological_order(planned: list[Planned], spec: Spec) -> list[Planned]:
+    """Kahn's algorithm, ties broken by file order; rejects cycles and unused outputs."""
+    by_name = {layer.name: layer for layer in planned}
+    consumers: dict[str, list[str]] = {name: [] for name in by_name}
+    for layer in planned:
+        for name in layer.inputs:
+            if name != INPUT:
+                consumers[name].append(layer.name)
+    problems = [
+        spec.problem(
+            layer.path,
+            f"the output of {layer.name!r} goes nowhere — feed it to a later layer "
+            "(`inputs`) or remove it",
+        )
+        for layer in planned[:-1]
+        if not consumers[layer.name]
+    ]
+    waiting = {layer.name: sum(n != INPUT for n in layer.inputs) for layer in planned}
+    position = {layer.name: i for i, layer in enumerate(planned)}
+    ready = sorted((n for n, count in waiting.items() if count == 0), key=position.get)
+    order: list[Planned] = []
+    while ready:
+        name = ready.pop(0)
+        order.append(by_name[name])
+        for consumer in consumers[name]:
+            waiting[consumer] -= 1
+            if waiting[consumer] == 0:
+                ready.append(consumer)
+                ready.sort(key=position.get)
+    if len(order) < len(planned):
+        stuck = [layer for layer in planned if waiting[layer.name] > 0]
+        cycle = _find_cycle(stuck)
+        problems.append(
+            spec.problem(
+                by_name[cycle[0]].path,
+                f"the layers form a cycle: {' -> '.join(cycle)} — `inputs` must name "
+                "layers that do not depend on this one",
+            )
+        )
+    if problems:
+        raise SpecError(_unique(problems))
+    if order[-1] is not planned[-1]:
+        order.remove(planned[-1])
+        order.append(planned[-1])
+    return order
+
+
+def _find_cycle(stuck: list[Planned]) -> list[str]:
+    inputs = {layer.name: [n for n in layer.inputs if n != INPUT] for layer in stuck}
+    name, path = stuck[0].name, []
+    while name not in path:
+        path.append(name)
+        name = next(n for n in inputs[name] if n in inputs)
+    return [*path[path.index(name) :], name]
+
+
+def _infer_shapes(
+    order: list[Planned], layers: dict[str, Layer], input_shape: Shape, spec: Spec
+) -> list[Node]:
+    shapes: dict[str, Shape] = {INPUT: input_shape}
+    nodes: list[Node] = []
+    for planned in order:
+        layer = layers[planned.name]
+        input_shapes = [shapes[name] for name in planned.inputs]
+        try:
+            shape = layer.output_shape(input_shapes if layer.merge else input_shapes[0])
+        except ShapeError as error:
+            raise SpecError(
+                [spec.problem(planned.path, _without_owner(str(error), layer))],
+                shapes_so_far(nodes, input_shape, failing=(planned, input_shapes)),
+            ) from None
+        shapes[planned.name] = tuple(shape)
+        nodes.append(Node(layer, planned.inputs, input_shapes, tuple(shape)))
+    return nodes
+
+
+def _check_output(node: Node, planned: Planned, classes: int, spec: Spec, nodes) -> None:
+    layer = node.layer
+    if layer.type_name != "softmax":
+        raise SpecError(
+            [
+                spec.problem(
+                    planned.path,
+                    f"the last layer must be a softmax (the output, trained with "
+                    f"cross-entropy), not {layer.type_name} — end with "
+                    f"`{{type: dense, units: {classes}}}` and `{{type: softmax}}`",
+                )
+            ]
+        )
+    if node.output_shape != (classes,):
+        raise SpecError(
+            [
+                spec.problem(
+                    planned.path,
+                    f"the network outputs {node.output_shape} but `classes` is {classes} — make "
+                    f"the layer before the softmax output {classes} units",
+                )
+            ],
+            shapes_so_far(nodes, None),
+        )
+
+
+def shapes_so_far(
+    nodes: list[Node], input_shape: Shape | None, failing: tuple[Planned, list] | None = None
+) -> str:
+    """The summary up to a failing layer: name, type and output shape of each."""
+    rows = [("layer", "type", "output shape")]
+    if input_shape is not None:
+        rows.append((INPUT, "", str(input_shape)))
+    rows += [(n.name, n.layer.type_name, str(n.output_shape)) for n in nodes]
+    if failing:
+        planned, input_shapes = failing
+        received = ", ".join(map(str, input_shapes))
+        rows.append((planned.name, planned.type_name, f"<- error (input {received})"))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    return "Shapes up to the error:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _without_owner(message: str, layer: Layer | Planned) -> str:
+    """Drop a leading "conv 'conv2': ": the location prefix already names the layer."""
+    return message.removeprefix(f"{layer.type_name} '{layer.name}': ")
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" — did you mean {close[0]!r}?" if close else ""
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))

@@ -1,0 +1,108 @@
+"""The layer protocol, the option declarations every layer shares, and the type registry.
+
+Each layer class declares its YAML keys once, in ``options``; the JSON Schema, the
+constructor checks and ``get_config`` are all derived from that declaration.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+
+from cnnbuild.errors import ConfigError
+from cnnbuild.options import Option, check_config, choice
+
+Shape = tuple[int, ...]
+
+INIT = choice(
+    ["he", "xavier", "normal"],
+    "Weight initialisation: he N(0, 2/fan_in), xavier U(±sqrt(6/(fan_in+fan_out))), "
+    "normal N(0, 1/sqrt(fan_in)) as in the report.",
+    "he",
+)
+
+
+class Layer(ABC):
+    """Base class. Subclasses set ``type_name`` and ``options`` and implement the maths.
+
+    Protocol: ``output_shape`` (pure, per-sample shapes), ``build`` (allocates ``params``,
+    ``grads`` and ``buffers``), ``forward(x, train)`` caching what ``backward(dy)`` needs,
+    ``backward`` returning ``dx`` shaped like ``x`` and filling ``grads``.
+    Merge layers (``merge = True``) take lists of inputs and input shapes, and ``backward``
+    returns a list of gradients, one per input.
+    """
+
+    type_name: ClassVar[str] = ""
+    options: ClassVar[dict[str, Option]] = {}
+    merge: ClassVar[bool] = False
+    description: ClassVar[str] = ""
+
+    def __init__(self, name: str | None = None, **config: Any) -> None:
+        self.name = name or self.type_name
+        self.config = check_config(f"{self.type_name} '{self.name}'", self.options, config)
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{key}={value!r}" for key, value in self.config.items())
+        return f"{type(self).__name__}({self.name!r}, {options})"
+
+    def get_config(self) -> dict[str, Any]:
+        """The mapping that rebuilds this layer: ``{name, type, **options}``."""
+        return {"name": self.name, "type": self.type_name, **self.config}
+
+    # --- shapes and cost -------------------------------------------------------------------
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        """Per-sample output shape; raises ShapeError showing the arithmetic."""
+        return input_shape
+
+    def macs(self, input_shape: Shape, output_shape: Shape) -> int:
+        """Multiply-adds per image of the forward pass."""
+        return 0
+
+    # --- parameters ------------------------------------------------------------------------
+
+    def build(  # noqa: B027 (a no-op for layers without parameters)
+        self, input_shape: Shape, rng: np.random.Generator, dtype=np.float32
+    ) -> None:
+        """Allocate ``params`` and ``buffers`` for ``input_shape``; ``grads`` mirror params."""
+
+    def _set_params(self, **params: np.ndarray) -> None:
+        self.params = dict(params)
+        self.grads = {key: np.zeros_like(value) for key, value in params.items()}
+
+    # --- computation -----------------------------------------------------------------------
+
+    @abstractmethod
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        """x: (N, *input_shape) -> (N, *output_shape); cache what backward needs."""
+
+    @abstractmethod
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """dy: gradient of the loss w.r.t. the output -> gradient w.r.t. the input."""
+
+
+REGISTRY: dict[str, type[Layer]] = {}
+
+
+def register(cls: type[Layer]) -> type[Layer]:
+    """Class decorator: make ``cls`` available under its ``type_name``."""
+    if not cls.type_name:
+        raise TypeError(f"{cls.__name__} has no type_name")
+    if cls.type_name in REGISTRY:
+        raise TypeError(f"layer type {cls.type_name!r} is registered twice")
+    REGISTRY[cls.type_name] = cls
+    return cls
+
+
+def layer_class(type_name: str) -> type[Layer]:
+    """The class registered under ``type_name``, or a ConfigError listing the known types."""
+    try:
+        return REGISTRY[type_name]
+    except KeyError:
+        known = ", ".join(sorted(REGISTRY))
+        raise ConfigError(f"unknown layer type {type_name!r}; known types: {known}") from None

@@ -1,0 +1,366 @@
+"""Reading architecture files: safe YAML with line numbers, checked against the JSON Schema.
+
+Every problem is reported at once, each as
+``FILE:LINE:COL: layers[3] 'conv2' (conv): what is wrong — how to fix it``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cnnbuild.errors import SpecError
+
+SCHEMA_FILE = "cnnbuild.schema.json"
+MAX_NODES = 100_000  # more than any real spec; stops alias bombs ("billion laughs")
+PLAIN_TAGS = {
+    f"tag:yaml.org,2002:{name}"
+    for name in ("str", "int", "float", "bool", "null", "map", "seq", "merge")
+}
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Mark:
+    line: int  # 1-based
+    column: int  # 1-based
+
+
+@dataclass
+class Spec:
+    """A parsed architecture file: its data and where each value stands in the file."""
+
+    data: dict[str, Any]
+    source: str = "<spec>"
+    marks: dict[Path_, Mark] = field(default_factory=dict)
+    key_marks: dict[Path_, Mark] = field(default_factory=dict)
+
+    def mark(self, path: Path_, at_key: bool = False) -> Mark:
+        """The position of ``path`` (or of its key), falling back to the nearest parent."""
+        table = self.key_marks if at_key else self.marks
+        while path:
+            if path in table:
+                return table[path]
+            if path in self.marks:
+                return self.marks[path]
+            path = path[:-1]
+        return self.marks.get((), Mark(1, 1))
+
+    def where(self, path: Path_, at_key: bool = False) -> str:
+        """``FILE:LINE:COL: layers[3] 'conv2' (conv)``: the prefix of every message."""
+        mark = self.mark(path, at_key)
+        context = describe_path(self.data, path)
+        prefix = f"{self.source}:{mark.line}:{mark.column}:"
+        return f"{prefix} {context}" if context else prefix
+
+    def problem(self, path: Path_, message: str, at_key: bool = False) -> str:
+        where = self.where(path, at_key)
+        return f"{where}: {message}"
+
+
+def describe_path(data: Any, path: Path_) -> str:
+    """Where ``path`` points, for messages: ``layers[3] 'conv2' (conv)`` inside a layer,
+    else the mapping that holds the value (``training.optimizer``)."""
+    node, trail, layer, parent = data, "", "", ""
+    for step in path:
+        parent = trail
+        node = _child(node, step)
+        trail = f"{trail}[{step}]" if isinstance(step, int) else f"{trail}.{step}".lstrip(".")
+        if isinstance(step, int) and isinstance(node, dict):
+            layer = f"{trail} {_layer_label(node)}".rstrip()
+    if layer:
+        return layer
+    return parent if path and isinstance(path[-1], str) else trail
+
+
+def _layer_label(layer: dict[str, Any]) -> str:
+    label = []
+    if isinstance(layer.get("name"), str):
+        label.append(repr(layer["name"]))
+    if isinstance(layer.get("type"), str):
+        label.append(f"({layer['type']})")
+    elif "repeat" in layer:
+        label.append("(repeat block)")
+    return " ".join(label)
+
+
+def _child(node: Any, step: str | int) -> Any:
+    try:
+        return node[step]
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+# --- reading YAML --------------------------------------------------------------------------
+
+
+def read_spec(path: str | Path) -> Spec:
+    """Read and check ``path``; raises SpecError listing every problem found."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise SpecError([f"{path}: cannot read the file: {error.strerror}"]) from None
+    return parse_spec(raw, str(path))
+
+
+def parse_spec(raw: bytes | str, source: str = "<spec>") -> Spec:
+    """Parse YAML text (safe: no tags run), record positions, validate against the schema."""
+    text = _decode(raw, source)
+    spec = _load_yaml(text, source)
+    problems = schema_problems(spec)
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+def _decode(raw: bytes | str, source: str) -> str:
+    if isinstance(raw, str):
+        return raw
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
+        raise SpecError(
+            [
+                f"{source}:{line}:{column}: byte 0x{raw[error.start]:02x} is not UTF-8 text "
+                "— save the file as UTF-8"
+            ]
+        ) from None
+
+
+def _load_yaml(text: str, source: str) -> Spec:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise SpecError(
+                [f"{source}:1:1: the file is empty — see archs/mnist.yaml for a complete example"]
+            )
+        spec = Spec(data={}, source=source)
+        problems = _check_nodes(node, spec)
+        if problems:
+            raise SpecError(problems)
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as error:
+        raise SpecError([_yaml_problem(error, source)]) from None
+    except yaml.YAMLError as error:
+        raise SpecError([f"{source}:1:1: not valid YAML: {error}"]) from None
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise SpecError(
+            [
+                f"{source}:1:1: the top level must be a mapping with name, input, classes and "
+                f"layers, not a {kind} — see archs/mnist.yaml for an example"
+            ]
+        )
+    spec.data = data
+    return spec
+
+
+def _yaml_problem(error: yaml.MarkedYAMLError, source: str) -> str:
+    mark = error.problem_mark or error.context_mark
+    line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    problem = error.problem or "not valid YAML"
+    hint = "check the indentation and the brackets around this point"
+    if "\\t" in problem or "'\\t'" in str(error) or "tab" in problem:
+        hint = "YAML does not allow tabs for indentation; indent with spaces"
+    elif "could not determine a constructor" in problem:
+        hint = "cnnbuild files hold plain data only: remove the tag"
+    context = f" ({error.context})" if error.context else ""
+    return f"{source}:{line}:{column}: {problem}{context} — {hint}"
+
+
+def _check_nodes(root: yaml.Node, spec: Spec) -> list[str]:
+    """Walk the node tree: record positions, refuse tags, duplicate keys and alias bombs."""
+    problems: list[str] = []
+    visited = 0
+    stack: list[tuple[yaml.Node, Path_]] = [(root, ())]
+    while stack:
+        node, path = stack.pop()
+        visited += 1
+        if visited > MAX_NODES:
+            return [
+                f"{spec.source}:{_line(node)}:{_column(node)}: the document expands to more than "
+                f"{MAX_NODES:,} values (an alias bomb?) — write the layers out or use `repeat:`"
+            ]
+        spec.marks.setdefault(path, Mark(_line(node), _column(node)))
+        if node.tag not in PLAIN_TAGS:
+            problems.append(
+                f"{spec.source}:{_line(node)}:{_column(node)}: the tag {node.tag!r} is not "
+                "allowed — cnnbuild files hold plain data only: remove the tag"
+            )
+            continue
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, value_node in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    stack.append((value_node, path))
+                    continue
+                if key in seen:
+                    first = seen[key]
+                    problems.append(
+                        f"{spec.source}:{_line(key_node)}:{_column(key_node)}: duplicate key "
+                        f"{key!r} (first at line {_line(first)}) — keep only one of them"
+                    )
+                    continue
+                seen[key] = key_node
+                child = (*path, key)
+                spec.key_marks.setdefault(child, Mark(_line(key_node), _column(key_node)))
+                stack.append((value_node, child))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(((item, (*path, i)) for i, item in enumerate(node.value)))
+    return problems
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _column(node: yaml.Node) -> int:
+    return node.start_mark.column + 1
+
+
+# --- the schema ----------------------------------------------------------------------------
+
+
+def shipped_schema_text() -> str:
+    """The JSON Schema file shipped inside the package (the same file as schemas/)."""
+    return resources.files("cnnbuild").joinpath(SCHEMA_FILE).read_text("utf-8")
+
+
+@cache
+def load_schema() -> dict[str, Any]:
+    return json.loads(shipped_schema_text())
+
+
+def schema_problems(spec: Spec) -> list[str]:
+    """Every schema violation in ``spec``, as located messages (sorted by position)."""
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(load_schema())
+    found: dict[str, tuple[Mark, str]] = {}
+    for error in validator.iter_errors(spec.data):
+        for leaf in _leaves(error):
+            path = tuple(leaf.absolute_path)
+            explained = _explain(leaf, path)
+            if explained is None:
+                continue
+            message, at_key, path = explained
+            text = spec.problem(path, message, at_key)
+            found.setdefault(text, (spec.mark(path, at_key), text))
+    return [text for _, text in sorted(found.values(), key=lambda item: (item[0].line, item[1]))]
+
+
+def _leaves(error):
+    """The most specific errors under a combinator (if/then, allOf, oneOf)."""
+    if error.validator in ("allOf", "if", "then", "$ref") and error.context:
+        for child in error.context:
+            yield from _leaves(child)
+    else:
+        yield error
+
+
+def _explain(error, path: Path_) -> tuple[str, bool, Path_] | None:
+    """A message saying what is wrong and how to fix it, and whether to point at the key;
+    None where another error already says it (a misspelt key is also a missing one)."""
+    kind = error.validator
+    value = error.instance
+    schema = error.schema
+    key = path[-1] if path and isinstance(path[-1], str) else None
+    if kind == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        extras = [k for k in value if k not in schema.get("properties", {})]
+        extra = extras[0]
+        message = f"unknown key {extra!r}{_did_you_mean(extra, allowed)}"
+        if len(extras) > 1:
+            message = f"unknown keys {', '.join(map(repr, extras))}"
+        return f"{message}; allowed keys: {', '.join(allowed)}", True, (*path, extra)
+    if kind == "required":
+        missing = next(key for key in error.validator_value if key not in value)
+        if _did_you_mean(missing, [str(key) for key in value]):
+            return None
+        description = schema.get("properties", {}).get(missing, {}).get("description", "")
+        hint = f" ({description})" if description else ""
+        return f"missing required key {missing!r}{hint} — add it", False, path
+    if kind == "enum":
+        options = [str(v) for v in error.validator_value]
+        what = "layer type" if key == "type" and _is_layer(path) else f"value for {key!r}"
+        return (
+            f"unknown {what} {value!r}{_did_you_mean(str(value), options)}; "
+            f"choose one of: {', '.join(options)}",
+            False,
+            path,
+        )
+    if kind == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        return (
+            f"{_name(key)} must be {_article(expected)}, not {_json_type(value)} {value!r}",
+            False,
+            path,
+        )
+    if kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        relation = {
+            "minimum": ">=",
+            "exclusiveMinimum": ">",
+            "maximum": "<=",
+            "exclusiveMaximum": "<",
+        }[kind]
+        return (
+            f"{_name(key)} must be {relation} {error.validator_value}, got {value!r}",
+            False,
+            path,
+        )
+    if kind in ("minItems", "maxItems"):
+        bound = "at least" if kind == "minItems" else "at most"
+        count = f"{len(value)} item{'s' if len(value) != 1 else ''}"
+        need = f"{bound} {error.validator_value}"
+        return (
+            f"{_name(key)} has {count}, needs {need} — {schema.get('description', '')}",
+            False,
+            path,
+        )
+    if kind in ("oneOf", "anyOf"):
+        description = schema.get("description", "")
+        return f"{_name(key)} got {value!r}, which is not allowed — {description}", False, path
+    if kind == "pattern":
+        return f"{_name(key)} {value!r} {schema.get('description', error.message)}", False, path
+    if kind == "const":
+        return f"{_name(key)} must be {error.validator_value!r}", False, path
+    return error.message, False, path
+
+
+def _is_layer(path: Path_) -> bool:
+    return len(path) >= 3 and path[-3] == "layers"
+
+
+def _name(key: str | None) -> str:
+    return repr(key) if key else "this value"
+
+
+def _article(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "boolean", int: "integer", float: "number", str: "string"}
+    names |= {list: "list", dict: "mapping", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" — did you mean {close[0]!r}?" if close else ""

@@ -1,0 +1,148 @@
+"""The layer table: output shapes, parameter counts and multiply-adds, with totals."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from cnnbuild.graph import Network
+
+
+@dataclass
+class Row:
+    name: str
+    type: str
+    output_shape: tuple[int, ...]
+    params: int  # trainable
+    buffers: int  # non-trainable (batch-norm running statistics)
+    macs: int  # multiply-adds per image
+    inputs: list[str]  # shown for merge layers and explicit branches
+
+
+@dataclass
+class Summary:
+    name: str
+    input_shape: tuple[int, ...]
+    classes: int
+    batch_size: int
+    rows: list[Row]
+    trainable: int
+    non_trainable: int
+    param_bytes: int
+    macs: int
+    activation_bytes: int  # every layer's output at the batch size, kept for backward
+
+
+def summarize(net: Network, batch_size: int = 128) -> Summary:
+    """Exact counts for ``net``; activation memory assumes training at ``batch_size``."""
+    rows = []
+    previous = "input"
+    for node in net.nodes:
+        layer = node.layer
+        shown_inputs = node.inputs if layer.merge or node.inputs != [previous] else []
+        input_shape = node.input_shapes if layer.merge else node.input_shapes[0]
+        rows.append(
+            Row(
+                name=node.name,
+                type=layer.type_name,
+                output_shape=node.output_shape,
+                params=sum(p.size for p in layer.params.values()),
+                buffers=sum(b.size for b in layer.buffers.values()),
+                macs=int(layer.macs(input_shape, node.output_shape)),
+                inputs=list(shown_inputs),
+            )
+        )
+        previous = node.name
+    itemsize = max((p.itemsize for p in net.params.values()), default=4)
+    trainable = sum(row.params for row in rows)
+    non_trainable = sum(row.buffers for row in rows)
+    values = int(np.prod(net.input_shape)) + sum(int(np.prod(r.output_shape)) for r in rows)
+    return Summary(
+        name=net.name,
+        input_shape=net.input_shape,
+        classes=net.classes,
+        batch_size=batch_size,
+        rows=rows,
+        trainable=trainable,
+        non_trainable=non_trainable,
+        param_bytes=(trainable + non_trainable) * itemsize,
+        macs=sum(row.macs for row in rows),
+        activation_bytes=values * batch_size * itemsize,
+    )
+
+
+def render(summary: Summary, fmt: str = "table") -> str:
+    """``table`` (plain text), ``markdown`` or ``json``."""
+    if fmt == "json":
+        return json.dumps(asdict(summary), indent=2)
+    header = ["layer", "type", "output shape", "params", "mult-adds", "inputs"]
+    body = [
+        [
+            row.name,
+            row.type,
+            _shape(row.output_shape),
+            f"{row.params + row.buffers:,}",
+            f"{row.macs:,}",
+            ", ".join(row.inputs),
+        ]
+        for row in summary.rows
+    ]
+    if not any(row.inputs for row in summary.rows):
+        header, body = header[:-1], [line[:-1] for line in body]
+    totals = [
+        ("Trainable parameters", f"{summary.trainable:,}"),
+        ("Non-trainable parameters", f"{summary.non_trainable:,}"),
+        ("Parameter memory", _bytes(summary.param_bytes)),
+        ("Mult-adds per image", f"{summary.macs:,}"),
+        (
+            f"Activation memory (training, batch {summary.batch_size})",
+            _bytes(summary.activation_bytes),
+        ),
+    ]
+    title = f"{summary.name}: input {_shape(summary.input_shape)}, {summary.classes} classes"
+    if fmt == "markdown":
+        return _markdown(title, header, body, totals)
+    return _table(title, header, body, totals)
+
+
+def _table(title: str, header: list[str], body: list[list[str]], totals) -> str:
+    numeric = {"params", "mult-adds"}
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        padded = [
+            cell.rjust(width) if name in numeric else cell.ljust(width)
+            for cell, width, name in zip(cells, widths, header, strict=True)
+        ]
+        return "  ".join(padded).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    label_width = max(len(label) for label, _ in totals)
+    lines = [title, "", line(header), rule, *map(line, body), rule]
+    lines += [f"{label + ':':<{label_width + 1}}  {value}" for label, value in totals]
+    return "\n".join(lines)
+
+
+def _markdown(title: str, header: list[str], body: list[list[str]], totals) -> str:
+    align = ["---:" if name in ("params", "mult-adds") else "---" for name in header]
+    rows = [header, align, *body]
+    lines = [f"**{title}**", "", *("| " + " | ".join(cells) + " |" for cells in rows), ""]
+    lines += [f"- {label}: {value}" for label, value in totals]
+    return "\n".join(lines)
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(map(str, shape)) + ")"
+
+
+def _bytes(count: int) -> str:
+    if count < 1024:
+        return f"{count} B"
+    size = count / 1024
+    for unit in ("KiB", "MiB"):
+        if size < 1024:
+            return f"{size:,.1f} {unit}"
+        size /= 1024
+    return f"{size:,.1f} GiB"

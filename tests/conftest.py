@@ -1,0 +1,18 @@
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARCHS = sorted((ROOT / "archs").glob("*.yaml"))
+
+
+@pytest.fixture
+def write_spec(tmp_path):
+    """Write YAML text to a file and return its path."""
+
+    def write(text: str, name: str = "net.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write

@@ -1,0 +1,167 @@
+"""The builder: names, inputs, ordering, shape inference and the errors it reports."""
+
+import numpy as np
+import pytest
+from conftest import ARCHS
+
+import cnnbuild
+from cnnbuild.errors import SpecError
+from cnnbuild.summary import summarize
+
+HEAD = "name: t\ninput: [2, 8, 8]\nclasses: 3\nlayers:\n"
+TAIL = "  - {type: flatten}\n  - {type: dense, units: 3}\n  - {type: softmax}\n"
+
+
+def forward_shapes(net, x):
+    """Run the graph node by node and return each node's real output shape."""
+    values, shapes = {"input": x}, {}
+    for node in net.nodes:
+        xs = [values[name] for name in node.inputs]
+        values[node.name] = node.layer.forward(xs if node.layer.merge else xs[0], False)
+        shapes[node.name] = values[node.name].shape[1:]
+    return shapes
+
+
+@pytest.mark.parametrize("path", ARCHS, ids=[p.stem for p in ARCHS])
+def test_inferred_shapes_equal_a_real_forward_pass(path):
+    net = cnnbuild.load(path, seed=0)
+    x = np.random.default_rng(0).standard_normal((2, *net.input_shape)).astype(np.float32)
+    real = forward_shapes(net, x)
+    assert real == {node.name: node.output_shape for node in net.nodes}
+    assert net.forward(x).shape == (2, net.classes)
+
+
+@pytest.mark.parametrize(
+    ("arch", "trainable", "non_trainable"),
+    [
+        # conv 4*1*9+4, bn 2*4, dense 784*128+128, bn 2*128, dense 128*10+10
+        ("mnist", 40 + 8 + 100_480 + 256 + 1_290, 8 + 256),
+        # conv 8*3*9+8, bn 2*8, dense 2048*256+256, bn 2*256, dense 256*10+10
+        ("cifar", 224 + 16 + 524_544 + 512 + 2_570, 16 + 512),
+        ("mnist_mlp", 784 * 128 + 128 + 128 * 10 + 10, 0),
+    ],
+)
+def test_parameter_counts_match_hand_counts(arch, trainable, non_trainable):
+    summary = summarize(cnnbuild.load(f"archs/{arch}.yaml"))
+    assert (summary.trainable, summary.non_trainable) == (trainable, non_trainable)
+
+
+def test_report_mnist_net_has_102074_trainable_parameters():
+    assert summarize(cnnbuild.load("archs/mnist.yaml")).trainable == 102_074
+
+
+def test_mult_adds_are_exact_for_the_report_mnist_net():
+    summary = summarize(cnnbuild.load("archs/mnist.yaml"))
+    macs = {row.name: row.macs for row in summary.rows}
+    assert macs["conv1"] == 4 * 1 * 3 * 3 * 28 * 28
+    assert macs["dense1"] == 784 * 128
+    assert macs["dense2"] == 128 * 10
+    assert macs["batchnorm1"] == 4 * 28 * 28
+
+
+def test_default_names_count_per_type_and_skip_names_in_use():
+    net = cnnbuild.loads(
+        HEAD + "  - {type: conv, filters: 2, kernel: 3}\n"
+        "  - {name: conv1, type: conv, filters: 2, kernel: 3}\n  - {type: relu}\n" + TAIL
+    )
+    assert [node.name for node in net.nodes][:3] == ["conv2", "conv1", "relu1"]
+
+
+def test_repeat_blocks_make_names_unique_and_chain_repetitions():
+    net = cnnbuild.loads(
+        HEAD + "  - repeat: 3\n    name: blk\n    layers:\n"
+        "      - {name: c, type: conv, filters: 2, kernel: 3, padding: same}\n"
+        "      - {name: s, type: add, inputs: [c, input]}\n" + TAIL
+    )
+    names = [node.name for node in net.nodes]
+    assert names[:6] == ["blk_1_c", "blk_1_s", "blk_2_c", "blk_2_s", "blk_3_c", "blk_3_s"]
+    inputs = {node.name: node.inputs for node in net.nodes}
+    assert inputs["blk_1_s"] == ["blk_1_c", "input"]
+    assert inputs["blk_2_c"] == ["blk_1_s"]
+    assert inputs["blk_2_s"] == ["blk_2_c", "blk_1_s"]
+
+
+def test_branches_are_ordered_before_their_merge():
+    net = cnnbuild.loads(
+        HEAD + "  - {name: a, type: conv, filters: 2, kernel: 1, inputs: [input]}\n"
+        "  - {name: m, type: concat, inputs: [a, b]}\n"
+        "  - {name: b, type: conv, filters: 3, kernel: 1, inputs: [input]}\n"
+        "  - {type: flatten, inputs: [m]}\n  - {type: dense, units: 3}\n  - {type: softmax}\n"
+    )
+    order = [node.name for node in net.nodes]
+    assert order.index("b") < order.index("m")
+    assert net.nodes[order.index("m")].output_shape == (5, 8, 8)
+
+
+def test_same_seed_gives_the_same_weights():
+    a = cnnbuild.load("archs/mnist.yaml", seed=7).params
+    b = cnnbuild.load("archs/mnist.yaml", seed=7).params
+    c = cnnbuild.load("archs/mnist.yaml", seed=8).params
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["conv1.W"], c["conv1.W"])
+
+
+def test_params_are_float32_and_named_by_layer():
+    net = cnnbuild.load("archs/mnist.yaml")
+    assert {"conv1.W", "conv1.b", "batchnorm1.gamma", "dense2.W"} <= set(net.params)
+    assert {"batchnorm1.running_mean", "batchnorm2.running_var"} <= set(net.buffers)
+    assert all(p.dtype == np.float32 for p in net.params.values())
+    assert net.params.keys() == net.grads.keys()
+
+
+def build_error(text: str) -> str:
+    with pytest.raises(SpecError) as caught:
+        cnnbuild.loads(text)
+    return str(caught.value)
+
+
+def test_shape_error_names_the_layer_shows_arithmetic_and_shapes_so_far():
+    message = build_error(
+        HEAD + "  - {name: big, type: conv, filters: 2, kernel: 3}\n"
+        "  - {name: pool, type: maxpool, size: 8}\n" + TAIL
+    )
+    assert "<spec>:6:5: layers[1] 'pool' (maxpool):" in message
+    assert "= 6 < 8" in message
+    assert "Shapes up to the error" in message
+    assert "big" in message and "(2, 6, 6)" in message
+
+
+def test_add_of_unequal_shapes_is_reported_at_build_time():
+    message = build_error(
+        HEAD + "  - {name: a, type: conv, filters: 2, kernel: 3}\n"
+        "  - {name: s, type: add, inputs: [a, input]}\n" + TAIL
+    )
+    assert "'s' (add)" in message and "(2, 6, 6)" in message and "(2, 8, 8)" in message
+
+
+def test_last_layer_must_output_classes():
+    message = build_error(
+        HEAD + "  - {type: flatten}\n  - {type: dense, units: 4}\n  - {type: softmax}\n"
+    )
+    assert "classes" in message and "(4,)" in message
+
+
+def test_graph_errors_are_all_reported_at_once():
+    message = build_error(
+        HEAD + "  - {name: a, type: relu, inputs: [nope]}\n"
+        "  - {name: a, type: relu}\n"
+        "  - {name: b, type: relu, inputs: [reul]}\n" + TAIL
+    )
+    assert "unknown input 'nope'" in message
+    assert "duplicate layer name 'a'" in message
+    assert "unknown input 'reul'" in message
+
+
+def test_cycles_are_named():
+    message = build_error(
+        HEAD + "  - {name: a, type: relu, inputs: [b]}\n  - {name: b, type: relu, inputs: [a]}\n"
+        "  - {type: add, inputs: [a, input]}\n" + TAIL
+    )
+    assert "cycle" in message and "a -> b -> a" in message
+
+
+def test_a_layer_whose_output_goes_nowhere_is_an_error():
+    message = build_error(
+        HEAD + "  - {name: lost, type: relu}\n  - {type: relu, inputs: [input]}\n" + TAIL
+    )
+    assert "output of 'lost' goes nowhere" in message
