@@ -93,3 +93,108 @@ def schema() -> None:
     from cnnbuild.spec import shipped_schema_text
 
     click.echo(shipped_schema_text(), nl=False)
+
+
+@main.command()
+@click.argument("spec_file", type=EXISTING_FILE)
+@click.option(
+    "--epochs",
+    type=click.IntRange(1),
+    help="Epochs to train in all (a resumed run continues up to this many).",
+)
+@click.option("--batch-size", type=click.IntRange(1), help="Images per training step.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
+@click.option("--seed", type=click.IntRange(0), help="Seed of the random generator.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the dataset.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Run folder for checkpoints and "
+    "history  [default: runs/<name>, or runs/<name>-2, ... if taken]",
+)
+@click.option("--resume", type=EXISTING_FILE, help="Checkpoint (last.npz) to continue from.")
+@user_errors
+def train(spec_file: str, epochs, batch_size, lr, seed, data_dir, out, resume) -> None:
+    """Train the network in SPEC_FILE, printing loss and accuracy each epoch.
+
+    The spec's `training:` section gives the defaults; options override them. Each epoch
+    writes last.npz, best.npz (by test accuracy) and history.csv to the run folder.
+    Ctrl-C saves last.npz and exits with status 130.
+    """
+    from cnnbuild.run import train_from_cli
+
+    sys.exit(
+        train_from_cli(
+            spec_file,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            data_dir=data_dir,
+            out=out,
+            resume=resume,
+        )
+    )
+
+
+@main.command()
+@click.argument("checkpoint", type=EXISTING_FILE)
+@click.option(
+    "--split",
+    type=click.Choice(["train", "test"]),
+    default="test",
+    show_default=True,
+    help="Which part of the dataset to measure.",
+)
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the dataset.")
+@user_errors
+def evaluate(checkpoint: str, split: str, data_dir: str | None) -> None:
+    """Accuracy, per-class accuracy and the confusion matrix of a trained network."""
+    from cnnbuild.run import evaluate_report
+
+    click.echo(evaluate_report(checkpoint, split, data_dir))
+
+
+@main.command()
+@click.argument("checkpoint", type=EXISTING_FILE)
+@click.argument("images", nargs=-1, type=EXISTING_FILE)
+@click.option(
+    "--index",
+    type=click.IntRange(0),
+    multiple=True,
+    help="Index of a dataset image to classify (repeatable).",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["train", "test"]),
+    default="test",
+    show_default=True,
+    help="Dataset part that --index refers to.",
+)
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the dataset.")
+@click.option(
+    "--top-k",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="How many classes to list, most probable first.",
+)
+@click.option("--show", is_flag=True, help="Also write each --index image to a PNG file.")
+@user_errors
+def predict(checkpoint, images, index, split, data_dir, top_k, show) -> None:
+    """Classify dataset images by --index, or your own IMAGES (PNG, JPEG, ...)."""
+    from cnnbuild.run import predict_report
+
+    if not images and not index:
+        raise click.UsageError("give image files, or --index N for a dataset image")
+    click.echo(predict_report(checkpoint, images, index, split, data_dir, top_k, show))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@user_errors
+def plot(run_dir: str) -> None:
+    """Draw RUN_DIR/history.csv as curves.png: loss and accuracy per epoch."""
+    from cnnbuild.plot import plot_history
+
+    click.echo(f"wrote {plot_history(run_dir)}")

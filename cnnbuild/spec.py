@@ -122,6 +122,15 @@ def parse_spec(raw: bytes | str, source: str = "<spec>") -> Spec:
     return spec
 
 
+def spec_from_data(data: dict[str, Any], source: str) -> Spec:
+    """Check already-parsed data (e.g. the architecture saved in a checkpoint)."""
+    spec = Spec(data=data, source=source)
+    problems = schema_problems(spec)
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
 def _decode(raw: bytes | str, source: str) -> str:
     if isinstance(raw, str):
         return raw

@@ -1,0 +1,144 @@
+"""train, evaluate, predict and plot through the command line, on a tiny image folder."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from test_train import SPEC, tiny_dataset
+
+from cnnbuild.checkpoint import load_checkpoint
+from cnnbuild.cli import main
+
+Image = pytest.importorskip("PIL.Image")
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """train/<class>/*.png and test/<class>/*.png, as a user's own data would be."""
+    root = tmp_path_factory.mktemp("images")
+    for split, dataset in (("train", tiny_dataset(96, 1)), ("test", tiny_dataset(48, 2))):
+        for i, (image, label) in enumerate(zip(dataset.images, dataset.labels, strict=True)):
+            folder = root / split / f"{label}_{dataset.class_names[label]}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image[0]).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def spec_file(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(SPEC)
+    return path
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result, result.output
+
+
+def test_train_evaluate_predict_end_to_end(tmp_path, spec_file, image_folder):
+    out = tmp_path / "run"
+    result, output = run(
+        "train", spec_file, "--epochs", 3, "--data-dir", image_folder, "--out", out
+    )
+    assert result.exit_code == 0, output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["epoch", "loss", "train", "acc", "test", "acc", "time"]
+    assert [line.split()[0] for line in lines[1:4]] == ["1", "2", "3"]
+    for name in ("last.npz", "best.npz", "history.csv", "config.yaml"):
+        assert (out / name).exists(), name
+
+    result, output = run("evaluate", out / "best.npz")
+    assert result.exit_code == 0, output
+    assert "accuracy" in output and "0_top" in output and "confusion matrix" in output
+
+    image = next((image_folder / "test" / "1_middle").glob("*.png"))
+    result, output = run("predict", out / "best.npz", image, "--index", 0, "--top-k", 2)
+    assert result.exit_code == 0, output
+    assert "test[0]: predicted" in output and f"{image}: predicted" in output
+    assert output.count("%") == 4
+
+
+def test_resume_continues_to_the_new_epoch_count(tmp_path, spec_file, image_folder):
+    out = tmp_path / "run"
+    run("train", spec_file, "--epochs", 1, "--data-dir", image_folder, "--out", out)
+    result, output = run("train", spec_file, "--epochs", 2, "--resume", out / "last.npz")
+    assert result.exit_code == 0, output
+    _, meta = load_checkpoint(out / "last.npz")
+    assert meta["epoch"] == 2 and len(meta["history"]) == 2
+
+
+def test_a_run_folder_is_never_overwritten(tmp_path, spec_file, image_folder):
+    out = tmp_path / "run"
+    run("train", spec_file, "--epochs", 1, "--data-dir", image_folder, "--out", out)
+    result, output = run(
+        "train", spec_file, "--epochs", 1, "--data-dir", image_folder, "--out", out
+    )
+    assert result.exit_code == 2 and "already holds a run" in output
+
+
+def test_resume_refuses_to_change_the_saved_settings(tmp_path, spec_file, image_folder):
+    out = tmp_path / "run"
+    run("train", spec_file, "--epochs", 1, "--data-dir", image_folder, "--out", out)
+    result, output = run("train", spec_file, "--resume", out / "last.npz", "--lr", 0.1)
+    assert result.exit_code == 2 and "--lr cannot change when resuming" in output
+
+
+def test_predict_index_out_of_range_is_a_clear_error(tmp_path, spec_file, image_folder):
+    out = tmp_path / "run"
+    run("train", spec_file, "--epochs", 1, "--data-dir", image_folder, "--out", out)
+    result, output = run("predict", out / "last.npz", "--index", 48)
+    assert result.exit_code == 2 and "out of range" in output and "Traceback" not in output
+
+
+def test_ctrl_c_saves_a_checkpoint_exits_130_and_resume_continues(
+    tmp_path, spec_file, image_folder
+):
+    out = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "cnnbuild",
+        "train",
+        str(spec_file),
+        "--epochs",
+        "100000",
+        "--data-dir",
+        str(image_folder),
+        "--out",
+        str(out),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().startswith("epoch")
+    assert process.stdout.readline().split()[0] == "1"  # an epoch has finished
+    time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "--resume" in stderr and "Traceback" not in stderr
+    _, meta = load_checkpoint(out / "last.npz")
+    assert meta["epoch"] >= 1
+    stopped_at = meta["step"]
+    result, output = run(
+        "train", spec_file, "--epochs", meta["epoch"] + 1, "--resume", out / "last.npz"
+    )
+    assert result.exit_code == 0, output
+    _, meta = load_checkpoint(out / "last.npz")
+    assert meta["step"] > stopped_at and meta["batch"] == 0
+    assert not list(out.glob("*.tmp*"))
+
+
+def test_checkpoint_keeps_batch_norm_statistics_and_optimizer_state(
+    tmp_path, spec_file, image_folder
+):
+    out = tmp_path / "run"
+    run("train", spec_file, "--epochs", 1, "--data-dir", image_folder, "--out", out)
+    arrays, meta = load_checkpoint(out / "last.npz")
+    assert not np.allclose(arrays["buffers/batchnorm1.running_mean"], 0)
+    assert any(key.startswith("optimizer/") for key in arrays)
+    assert meta["spec"]["name"] == "tiny" and os.path.getsize(out / "last.npz") > 0
