@@ -32,6 +32,12 @@ class Layer(ABC):
     ``backward`` returning ``dx`` shaped like ``x`` and filling ``grads``.
     Merge layers (``merge = True``) take lists of inputs and input shapes, and ``backward``
     returns a list of gradients, one per input.
+
+    Results may share memory with arguments: identity-like layers return their input (dropout
+    at test time), ``flatten`` and ``concat`` return views, ``add`` returns ``dy`` itself once
+    per input, and a conv's output is a transposed view. Callers therefore never write into
+    what a layer returns (sum gradients with ``a + b``, not ``+=``), and layers never write
+    into their arguments. Results need not be C-contiguous.
     """
 
     type_name: ClassVar[str] = ""
@@ -69,7 +75,11 @@ class Layer(ABC):
     def build(  # noqa: B027 (a no-op for layers without parameters)
         self, input_shape: Shape, rng: np.random.Generator, dtype=np.float32
     ) -> None:
-        """Allocate ``params`` and ``buffers`` for ``input_shape``; ``grads`` mirror params."""
+        """Allocate ``params`` and ``buffers`` in ``dtype`` for ``input_shape``.
+
+        ``grads`` mirror params; ``backward`` overwrites them in place, so references to
+        these arrays (the network's flat dicts, an optimizer's) stay valid.
+        """
 
     def _set_params(self, **params: np.ndarray) -> None:
         self.params = dict(params)

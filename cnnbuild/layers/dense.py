@@ -1,0 +1,59 @@
+"""Fully connected layer."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from cnnbuild.layers.base import INIT, Layer, Shape, register
+from cnnbuild.layers.init import init_weights
+from cnnbuild.options import Option, boolean, integer
+
+
+@register
+class Dense(Layer):
+    """y = x.reshape(N, D) @ W + b: everything after the batch axis is flattened first."""
+
+    type_name = "dense"
+    description = "Fully connected layer; flattens its input, so it also follows a conv or pool."
+    options: ClassVar[dict[str, Option]] = {
+        "units": integer(1, "Number of outputs."),
+        "bias": boolean("Add a learned bias per output.", True),
+        "init": INIT,
+    }
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return (self.config["units"],)
+
+    def macs(self, input_shape: Shape, output_shape: Shape) -> int:
+        return math.prod(input_shape) * self.config["units"]
+
+    def build(
+        self, input_shape: Shape, rng: np.random.Generator, dtype: npt.DTypeLike = np.float32
+    ) -> None:
+        fan_in, units = math.prod(input_shape), self.config["units"]
+        params = {
+            "W": init_weights(self.config["init"], (fan_in, units), fan_in, units, rng, dtype)
+        }
+        if self.config["bias"]:
+            params["b"] = np.zeros(units, dtype=dtype)
+        self._set_params(**params)
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        """x: (N, *input_shape) -> (N, units)."""
+        self._x_shape = x.shape
+        self._x = x.reshape(len(x), -1)  # (N, D)
+        y = self._x @ self.params["W"]
+        if self.config["bias"]:
+            y += self.params["b"]
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """dy: (N, units) -> dx: (N, *input_shape); fills grads W (D, units) and b (units,)."""
+        self.grads["W"][...] = self._x.T @ dy
+        if self.config["bias"]:
+            self.grads["b"][...] = dy.sum(axis=0)
+        return (dy @ self.params["W"].T).reshape(self._x_shape)

@@ -1,0 +1,101 @@
+"""Pooling over square windows (no padding, sizes round down) and global average pooling."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from cnnbuild import ops
+from cnnbuild.layers.base import Layer, Shape, register
+from cnnbuild.layers.conv import spatial_input
+from cnnbuild.options import Option, integer
+from cnnbuild.shapes import window_output
+
+
+class Pool(Layer):
+    """Shared options and shapes of max and average pooling."""
+
+    options: ClassVar[dict[str, Option]] = {
+        "size": integer(1, "Window height and width."),
+        "stride": Option(
+            {"type": ["integer", "null"], "minimum": 1},
+            "Step between windows; null means the same as size (windows that do not overlap).",
+            None,
+        ),
+    }
+
+    @property
+    def size(self) -> int:
+        return self.config["size"]
+
+    @property
+    def stride(self) -> int:
+        return self.config["stride"] or self.config["size"]
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        c, h, w = spatial_input(self, input_shape)
+        what = f"{self.type_name} '{self.name}': window"
+        return (
+            c,
+            window_output(h, self.size, self.stride, 0, what),
+            window_output(w, self.size, self.stride, 0, what),
+        )
+
+
+@register
+class MaxPool(Pool):
+    """y[n, c, oh, ow] = max of x[n, c] over the window at (stride*oh, stride*ow)."""
+
+    type_name = "maxpool"
+    description = "Maximum over square windows; the gradient goes to one maximum per window."
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        """x: (N, C, H, W) -> (N, C, Ho, Wo)."""
+        y, self._argmax = ops.maxpool_forward(x, self.size, self.stride)
+        self._x_shape = x.shape
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """dy: (N, C, Ho, Wo) -> dx: (N, C, H, W); ties go to the first maximum (row-major)."""
+        return ops.maxpool_backward(dy, self._argmax, self._x_shape, self.size, self.stride)
+
+
+@register
+class AvgPool(Pool):
+    """y[n, c, oh, ow] = mean of x[n, c] over the window at (stride*oh, stride*ow)."""
+
+    type_name = "avgpool"
+    description = "Mean over square windows."
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        """x: (N, C, H, W) -> (N, C, Ho, Wo)."""
+        self._x_shape = x.shape
+        return ops.avgpool_forward(x, self.size, self.stride)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """dy: (N, C, Ho, Wo) -> dx: (N, C, H, W)."""
+        return ops.avgpool_backward(dy, self._x_shape, self.size, self.stride)
+
+
+@register
+class GlobalAvgPool(Layer):
+    """y[n, c] = mean of x[n, c] over all positions."""
+
+    type_name = "global_avgpool"
+    description = "Mean over the whole height and width: (channels, height, width) -> (channels,)."
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return spatial_input(self, input_shape)[:1]
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        """x: (N, C, H, W) -> (N, C)."""
+        self._x_shape = x.shape
+        return x.mean(axis=(2, 3))
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """dy: (N, C) -> dx: (N, C, H, W)."""
+        h, w = self._x_shape[2:]
+        dx = np.empty(self._x_shape, dtype=dy.dtype)
+        dx[...] = (dy / (h * w))[:, :, None, None]
+        return dx

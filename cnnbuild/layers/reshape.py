@@ -1,0 +1,29 @@
+"""Reshaping without arithmetic."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from cnnbuild.layers.base import Layer, Shape, register
+
+
+@register
+class Flatten(Layer):
+    """y = x.reshape(N, -1)."""
+
+    type_name = "flatten"
+    description = "Flattens each sample to one axis: (channels, height, width) -> (features,)."
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return (math.prod(input_shape),)
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        """x: (N, ...) -> (N, prod(...)); a view when x is contiguous."""
+        self._x_shape = x.shape
+        return x.reshape(len(x), -1)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """dy: (N, D) -> dx: (N, ...), a view of dy."""
+        return dy.reshape(self._x_shape)

@@ -1,0 +1,535 @@
+"""Every layer type: gradients, golden values, shapes, dtypes, constructor and shape errors."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+import reference
+from gradcheck import check_layer_gradients, numerical_gradient
+
+from cnnbuild.errors import ConfigError, ShapeError
+from cnnbuild.layers import REGISTRY, Layer, layer_class
+from cnnbuild.layers.base import Shape
+from cnnbuild.layers.init import init_weights
+from cnnbuild.layers.output import Softmax, cross_entropy
+
+BATCH = 3
+
+
+@dataclass
+class Case:
+    """A layer configuration and the per-sample input shape (a list of them for merges)."""
+
+    config: dict[str, Any]
+    shape: Shape | list[Shape]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# Every registered type needs an entry: test_every_layer_type_has_cases fails otherwise.
+CASES: dict[str, list[Case]] = {
+    "conv": [
+        Case({"filters": 3, "kernel": 3}, (2, 5, 5)),
+        Case({"filters": 2, "kernel": 2, "stride": 2, "padding": 1, "bias": False}, (3, 5, 6)),
+        Case({"filters": 2, "kernel": 3, "stride": 2, "padding": "same"}, (2, 6, 5)),
+        Case({"filters": 2, "kernel": 1, "init": "xavier"}, (3, 3, 3)),
+    ],
+    "maxpool": [
+        Case({"size": 2}, (2, 4, 4)),
+        Case({"size": 3, "stride": 1}, (2, 5, 5)),
+        Case({"size": 2}, (1, 5, 7)),
+        Case({"size": 3, "stride": 2}, (2, 7, 6)),
+    ],
+    "avgpool": [
+        Case({"size": 2}, (2, 4, 4)),
+        Case({"size": 3, "stride": 1}, (2, 5, 5)),
+        Case({"size": 2, "stride": 3}, (1, 5, 7)),
+    ],
+    "global_avgpool": [Case({}, (3, 4, 5))],
+    "dense": [
+        Case({"units": 4}, (6,)),
+        Case({"units": 3, "bias": False, "init": "normal"}, (2, 3, 3)),
+    ],
+    "batchnorm": [Case({}, (3, 4, 4)), Case({"momentum": 0.5, "eps": 1e-3}, (5,))],
+    "relu": [Case({}, (3, 4, 4)), Case({}, (7,))],
+    "leaky_relu": [Case({"slope": 0.1}, (3, 4, 4)), Case({}, (7,))],
+    "sigmoid": [Case({}, (3, 4, 4))],
+    "tanh": [Case({}, (3, 4, 4))],
+    "dropout": [Case({"rate": 0.3}, (3, 4, 4)), Case({"rate": 0.0}, (6,))],
+    "add": [Case({}, [(2, 3, 3), (2, 3, 3)]), Case({}, [(4,), (4,), (4,)])],
+    "concat": [Case({}, [(2, 3, 3), (1, 3, 3)]), Case({}, [(3,), (2,), (4,)])],
+    "flatten": [Case({}, (2, 3, 3)), Case({}, (5,))],
+    "softmax": [Case({}, (5,))],
+}
+
+
+def cases_of(type_name: str) -> list[Case]:
+    if type_name not in CASES:
+        pytest.fail(f"layer type {type_name!r} has no entry in CASES")
+    return CASES[type_name]
+
+
+def all_cases() -> list[tuple[str, Case]]:
+    return [(name, case) for name in sorted(REGISTRY) for case in cases_of(name)]
+
+
+def case_id(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def distinct_inputs(
+    shapes: list[Shape], rng: np.random.Generator, dtype=np.float64
+) -> list[np.ndarray]:
+    """Batches of distinct values, 0.02 apart or more and none within 0.01 of zero.
+
+    Keeps central differences off the kinks of relu and away from ties under max-pooling.
+    """
+    sizes = [BATCH * math.prod(shape) for shape in shapes]
+    total = sum(sizes)
+    # Half-integers (never 0) spread over about [-2, 2].
+    values = (rng.permutation(total) - total // 2 + 0.5) * max(4 / total, 0.02)
+    arrays = np.split(values, np.cumsum(sizes)[:-1])
+    return [a.reshape(BATCH, *shape).astype(dtype) for a, shape in zip(arrays, shapes, strict=True)]
+
+
+def make(type_name: str, case: Case, dtype=np.float64, seed: int = 0):
+    """A built layer with random params and buffers, and inputs for it (a list for merges)."""
+    layer = layer_class(type_name)(type_name + "1", **case.config)
+    shapes = case.shape if layer.merge else [case.shape]
+    rng = np.random.default_rng(seed)
+    layer.build(case.shape, rng, dtype)
+    for param in layer.params.values():
+        param[...] = rng.uniform(0.5, 1.5, param.shape) * rng.choice([-1, 1], param.shape)
+    for key, buffer in layer.buffers.items():
+        buffer[...] = rng.uniform(0.5, 2.0, buffer.shape) if key == "running_var" else 0.3
+    xs = distinct_inputs(shapes, np.random.default_rng(seed + 1), dtype)
+    return layer, (xs if layer.merge else xs[0]), rng
+
+
+# --- registry and configuration ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("type_name", sorted(REGISTRY))
+def test_every_layer_type_has_cases(type_name):
+    assert cases_of(type_name)
+
+
+@pytest.mark.parametrize("type_name", sorted(REGISTRY))
+def test_every_layer_type_documents_itself(type_name):
+    cls = REGISTRY[type_name]
+    assert cls.type_name == type_name
+    assert cls.description
+    for key, option in cls.options.items():
+        assert option.description, f"{type_name}.{key} has no description"
+
+
+@pytest.mark.parametrize(("type_name", "case"), all_cases(), ids=case_id)
+def test_config_round_trips(type_name, case):
+    layer = layer_class(type_name)("x", **case.config)
+    config = layer.get_config()
+    assert config["type"] == type_name
+    rebuilt = type(layer)(**{key: value for key, value in config.items() if key != "type"})
+    assert rebuilt.get_config() == config
+
+
+# --- gradients ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("type_name", sorted(REGISTRY))
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_gradients_match_central_differences(type_name, train):
+    for case in cases_of(type_name):
+        layer, x, rng = make(type_name, case)
+        check_layer_gradients(layer, x, train=train, rng=rng)
+
+
+def test_softmax_loss_gradient_matches_cross_entropy():
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((4, 5))
+    labels = np.array([0, 3, 4, 3])
+    layer = Softmax("out")
+    layer.forward(logits)
+    fused = layer.loss_gradient(labels)
+
+    def loss() -> float:
+        return cross_entropy(Softmax("out").forward(logits), labels)
+
+    np.testing.assert_allclose(fused, numerical_gradient(loss, logits), rtol=1e-5, atol=1e-8)
+
+
+def test_softmax_backward_chains_with_cross_entropy_to_the_fused_gradient():
+    logits = np.random.default_rng(1).standard_normal((3, 4))
+    labels = np.array([1, 0, 3])
+    layer = Softmax("out")
+    p = layer.forward(logits)
+    dp = np.zeros_like(p)
+    dp[np.arange(3), labels] = -1 / (3 * p[np.arange(3), labels])
+    np.testing.assert_allclose(layer.backward(dp), layer.loss_gradient(labels), atol=1e-12)
+
+
+# --- golden values -----------------------------------------------------------------------------
+
+CONVS = [
+    # (kernel, stride, padding, bias, (C, H, W))
+    (3, 1, "valid", True, (2, 6, 6)),
+    (3, 1, "same", True, (3, 5, 7)),
+    (3, 2, "same", False, (2, 7, 7)),
+    (2, 1, "valid", True, (2, 5, 5)),
+    (4, 2, "valid", False, (1, 9, 8)),
+    (5, 2, 2, True, (2, 8, 8)),
+    (1, 3, 0, True, (3, 7, 5)),
+    (2, 2, 1, True, (2, 5, 6)),
+]
+
+
+@pytest.mark.parametrize(("kernel", "stride", "padding", "bias", "shape"), CONVS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_conv_matches_the_loop(kernel, stride, padding, bias, shape, dtype):
+    config = {"filters": 3, "kernel": kernel, "stride": stride, "padding": padding, "bias": bias}
+    layer, x, _ = make("conv", Case(config, shape), dtype)
+    w = layer.params["W"].astype(np.float64)
+    b = layer.params["b"].astype(np.float64) if bias else None
+    pad = {"valid": 0, "same": (kernel - 1) // 2}.get(padding, padding)
+    expected = reference.conv2d(x.astype(np.float64), w, b, stride, pad)
+    tolerance = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(layer.forward(x), expected, rtol=tolerance, atol=tolerance)
+
+
+POOLS = [
+    # (size, stride, (C, H, W)): non-overlapping, non-divisible, overlapping, gaps, whole input
+    (2, None, (2, 4, 4)),
+    (2, None, (2, 5, 7)),
+    (3, 1, (1, 5, 5)),
+    (3, 2, (2, 7, 6)),
+    (2, 3, (1, 8, 8)),
+    (4, None, (1, 4, 4)),
+]
+
+
+@pytest.mark.parametrize(("size", "stride", "shape"), POOLS)
+@pytest.mark.parametrize(
+    ("type_name", "loop"), [("maxpool", reference.maxpool2d), ("avgpool", reference.avgpool2d)]
+)
+def test_pooling_matches_the_loop(type_name, loop, size, stride, shape):
+    layer, x, _ = make(type_name, Case({"size": size, "stride": stride}, shape))
+    expected = loop(x, size, stride or size)
+    np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-12)
+
+
+def test_maxpool_backward_goes_to_the_first_of_tied_maxima():
+    layer = layer_class("maxpool")("p", size=2)
+    x = np.ones((1, 1, 2, 4))
+    x[0, 0, 1, 3] = 2.0
+    layer.forward(x)
+    dx = layer.backward(np.array([[[[5.0, 7.0]]]]))
+    np.testing.assert_array_equal(dx[0, 0], [[5, 0, 0, 0], [0, 0, 0, 7]])
+
+
+def test_maxpool_backward_adds_up_where_windows_overlap():
+    layer = layer_class("maxpool")("p", size=2, stride=1)
+    x = np.zeros((1, 1, 3, 3))
+    x[0, 0, 1, 1] = 1.0  # the maximum of all four windows
+    layer.forward(x)
+    dx = layer.backward(np.array([[[[1.0, 2.0], [3.0, 4.0]]]]))
+    assert dx[0, 0, 1, 1] == 10.0
+    assert np.count_nonzero(dx) == 1
+
+
+# --- shapes ------------------------------------------------------------------------------------
+
+SHAPES = [
+    # (type, config, input shape(s), expected output shape)
+    ("conv", {"filters": 8, "kernel": 3}, (3, 32, 32), (8, 30, 30)),
+    ("conv", {"filters": 8, "kernel": 3, "padding": "same"}, (3, 32, 32), (8, 32, 32)),
+    ("conv", {"filters": 4, "kernel": 3, "padding": "same", "stride": 2}, (1, 7, 8), (4, 4, 4)),
+    ("conv", {"filters": 4, "kernel": 4, "stride": 2}, (1, 9, 10), (4, 3, 4)),
+    ("conv", {"filters": 2, "kernel": 5, "padding": 2}, (1, 5, 5), (2, 5, 5)),
+    ("conv", {"filters": 2, "kernel": 3, "stride": 3}, (2, 3, 5), (2, 1, 1)),
+    ("maxpool", {"size": 2}, (4, 7, 9), (4, 3, 4)),
+    ("maxpool", {"size": 3, "stride": 2}, (4, 7, 8), (4, 3, 3)),
+    ("avgpool", {"size": 3, "stride": 1}, (2, 5, 6), (2, 3, 4)),
+    ("avgpool", {"size": 5}, (2, 5, 5), (2, 1, 1)),
+    ("global_avgpool", {}, (6, 3, 2), (6,)),
+    ("flatten", {}, (4, 3, 2), (24,)),
+    ("flatten", {}, (7,), (7,)),
+    ("dense", {"units": 10}, (4, 3, 2), (10,)),
+    ("dense", {"units": 1}, (9,), (1,)),
+    ("batchnorm", {}, (4, 3, 2), (4, 3, 2)),
+    ("batchnorm", {}, (9,), (9,)),
+    ("relu", {}, (4, 3, 2), (4, 3, 2)),
+    ("leaky_relu", {}, (4,), (4,)),
+    ("sigmoid", {}, (2, 2, 2), (2, 2, 2)),
+    ("tanh", {}, (3,), (3,)),
+    ("dropout", {"rate": 0.5}, (2, 3, 3), (2, 3, 3)),
+    ("softmax", {}, (10,), (10,)),
+    ("add", {}, [(2, 3, 3), (2, 3, 3), (2, 3, 3)], (2, 3, 3)),
+    ("concat", {}, [(2, 3, 3), (5, 3, 3)], (7, 3, 3)),
+    ("concat", {}, [(2,), (5,)], (7,)),
+]
+
+
+@pytest.mark.parametrize(("type_name", "config", "shape", "expected"), SHAPES, ids=case_id)
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_output_shape_is_the_shape_forward_produces(type_name, config, shape, expected, train):
+    layer, x, _ = make(type_name, Case(config, shape))
+    assert layer.output_shape(shape) == expected
+    assert layer.forward(x, train=train).shape == (BATCH, *expected)
+
+
+@pytest.mark.parametrize(("type_name", "case"), all_cases(), ids=case_id)
+def test_backward_returns_gradients_shaped_like_the_inputs(type_name, case):
+    layer, x, _ = make(type_name, case)
+    y = layer.forward(x, train=True)
+    assert y.shape[1:] == layer.output_shape(case.shape)
+    dxs = layer.backward(np.ones_like(y))
+    for dx, xi in zip(*((dxs, x) if layer.merge else ([dxs], [x])), strict=True):
+        assert dx.shape == xi.shape
+
+
+def test_macs():
+    conv = layer_class("conv")("c", filters=8, kernel=3)
+    assert conv.macs((3, 32, 32), (8, 30, 30)) == 8 * 3 * 9 * 30 * 30
+    dense = layer_class("dense")("d", units=10)
+    assert dense.macs((4, 3, 2), (10,)) == 240
+    assert layer_class("batchnorm")("b").macs((4, 3, 2), (4, 3, 2)) == 24
+    assert layer_class("maxpool")("p", size=2).macs((4, 8, 8), (4, 4, 4)) == 0
+
+
+# --- dtypes ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("type_name", "case"), all_cases(), ids=case_id)
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_float32_stays_float32(type_name, case, train):
+    layer, x, _ = make(type_name, case, np.float32)
+    for key, array in {**layer.params, **layer.grads, **layer.buffers}.items():
+        assert array.dtype == np.float32, key
+    y = layer.forward(x, train=train)
+    assert y.dtype == np.float32
+    dxs = layer.backward(np.ones_like(y))
+    for dx in dxs if layer.merge else [dxs]:
+        assert dx.dtype == np.float32
+    for key, grad in layer.grads.items():
+        assert grad.dtype == np.float32, key
+    if isinstance(layer, Softmax):
+        assert layer.loss_gradient(np.zeros(BATCH, dtype=int)).dtype == np.float32
+
+
+# --- constructor checks ------------------------------------------------------------------------
+
+BAD_CONFIGS = [
+    ("conv", {"filters": 0, "kernel": 3}, "filters=0"),
+    ("conv", {"filters": 4, "kernel": 0}, "kernel=0"),
+    ("conv", {"filters": 4, "kernel": 3, "stride": 0}, "stride=0"),
+    ("conv", {"filters": 4, "kernel": 3, "padding": "full"}, "padding='full'"),
+    ("conv", {"filters": 4, "kernel": 3, "padding": -1}, "padding=-1"),
+    ("conv", {"filters": 4, "kernel": 4, "padding": "same"}, "received kernel=4"),
+    ("conv", {"filters": 4, "kernel": 3, "init": "zeros"}, "init='zeros'"),
+    ("conv", {"filters": 4, "kernel": 3, "bias": "yes"}, "bias='yes'"),
+    ("conv", {"kernel": 3}, "'filters' is required"),
+    ("conv", {"filters": 4, "kernel": 3, "dilation": 2}, "unknown option 'dilation'"),
+    ("maxpool", {"size": 0}, "size=0"),
+    ("avgpool", {"size": 2, "stride": 0}, "stride=0"),
+    ("dense", {"units": 0}, "units=0"),
+    ("batchnorm", {"momentum": 1}, "momentum=1"),
+    ("batchnorm", {"momentum": -0.1}, "momentum=-0.1"),
+    ("batchnorm", {"eps": 0}, "eps=0"),
+    ("leaky_relu", {"slope": -0.1}, "slope=-0.1"),
+    ("dropout", {"rate": 1.0}, "rate=1.0"),
+    ("dropout", {"rate": -0.5}, "rate=-0.5"),
+    ("relu", {"slope": 0.1}, "unknown option 'slope'"),
+]
+
+
+@pytest.mark.parametrize(("type_name", "config", "message"), BAD_CONFIGS, ids=case_id)
+def test_constructor_rejects_bad_values_and_echoes_them(type_name, config, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")) as caught:
+        layer_class(type_name)("bad", **config)
+    assert f"{type_name} 'bad'" in str(caught.value)
+
+
+def test_same_padding_with_even_kernel_says_why():
+    with pytest.raises(ConfigError) as caught:
+        layer_class("conv")("c", filters=4, kernel=4, padding="same")
+    assert "padding 'same' needs an odd kernel, received kernel=4" in str(caught.value)
+
+
+# --- shape errors ------------------------------------------------------------------------------
+
+BAD_SHAPES = [
+    (
+        "conv",
+        {"filters": 2, "kernel": 5},
+        (1, 3, 8),
+        "conv 'bad': kernel 5 is larger than its input: size 3 + 2*padding 0 = 3 < 5",
+    ),
+    ("conv", {"filters": 2, "kernel": 5, "padding": 1}, (1, 8, 2), "size 2 + 2*padding 1 = 4 < 5"),
+    ("conv", {"filters": 2, "kernel": 3}, (784,), "expects a (channels, height, width) input"),
+    ("conv", {"filters": 2, "kernel": 3}, (1, 28, 28, 1), "received (1, 28, 28, 1) (4-D)"),
+    ("maxpool", {"size": 3}, (4, 2, 2), "maxpool 'bad': window 3 is larger than its input"),
+    ("avgpool", {"size": 2}, (10,), "expects a (channels, height, width) input"),
+    ("global_avgpool", {}, (10,), "received (10,) (1-D)"),
+    ("batchnorm", {}, (4, 5), "received (4, 5) (2-D)"),
+    ("softmax", {}, (3, 4, 4), "put a flatten or dense layer before it"),
+    ("add", {}, [(8, 16, 16), (8, 15, 15)], "received (8, 16, 16), (8, 15, 15)"),
+    ("add", {}, [(4,), (4,), (5,)], "received (4,), (4,), (5,)"),
+    ("add", {}, [(4,)], "merges two inputs or more, received 1"),
+    (
+        "concat",
+        {},
+        [(8, 16, 16), (8, 15, 15)],
+        "concat 'bad' needs equal spatial sizes: (8, 16, 16) vs (8, 15, 15)",
+    ),
+    ("concat", {}, [(8, 16, 16), (8,)], "needs inputs of equal rank: (8, 16, 16) vs (8,)"),
+    ("concat", {}, [], "merges two inputs or more, received 0"),
+]
+
+
+@pytest.mark.parametrize(("type_name", "config", "shape", "message"), BAD_SHAPES, ids=case_id)
+def test_output_shape_explains_shapes_it_cannot_take(type_name, config, shape, message):
+    layer = layer_class(type_name)("bad", **config)
+    with pytest.raises(ShapeError) as caught:
+        layer.output_shape(shape)
+    assert message in str(caught.value)
+
+
+# --- layer-specific behaviour ------------------------------------------------------------------
+
+
+def test_batchnorm_trains_on_batch_statistics_and_updates_running_ones():
+    layer = layer_class("batchnorm")("bn", momentum=0.8)
+    layer.build((2, 3, 3), np.random.default_rng(0), np.float64)
+    x = np.random.default_rng(1).normal(3.0, 2.0, (4, 2, 3, 3))
+    y = layer.forward(x, train=True)
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-12)
+    np.testing.assert_allclose(y.var(axis=(0, 2, 3)), 1, rtol=1e-3)
+    per_channel = x.transpose(1, 0, 2, 3).reshape(2, -1)
+    np.testing.assert_allclose(layer.buffers["running_mean"], 0.2 * per_channel.mean(axis=1))
+    unbiased = per_channel.var(axis=1, ddof=1)
+    np.testing.assert_allclose(layer.buffers["running_var"], 0.8 + 0.2 * unbiased)
+
+
+def test_batchnorm_infers_with_running_statistics():
+    layer = layer_class("batchnorm")("bn", eps=1e-3)
+    layer.build((3,), np.random.default_rng(0), np.float64)
+    layer.buffers["running_mean"][...] = [1.0, 2.0, 3.0]
+    layer.buffers["running_var"][...] = [4.0, 1.0, 0.25]
+    layer.params["gamma"][...] = 2.0
+    layer.params["beta"][...] = 0.5
+    x = np.array([[1.0, 1.0, 1.0], [3.0, 3.0, 3.0]])
+    expected = 2.0 * (x - [1.0, 2.0, 3.0]) / np.sqrt(np.array([4.0, 1.0, 0.25]) + 1e-3) + 0.5
+    np.testing.assert_allclose(layer.forward(x, train=False), expected)
+    np.testing.assert_array_equal(layer.buffers["running_mean"], [1.0, 2.0, 3.0])
+
+
+def test_batchnorm_refuses_to_train_on_one_value_per_channel():
+    layer = layer_class("batchnorm")("bn")
+    layer.build((3,), np.random.default_rng(0))
+    with pytest.raises(ShapeError, match="more than one value per channel"):
+        layer.forward(np.ones((1, 3), np.float32), train=True)
+
+
+def test_dropout_is_the_identity_at_test_time():
+    layer, x, _ = make("dropout", Case({"rate": 0.5}, (3, 4, 4)))
+    assert layer.forward(x, train=False) is x
+    dy = np.ones_like(x)
+    np.testing.assert_array_equal(layer.backward(dy), dy)
+
+
+def test_dropout_keeps_one_minus_rate_and_scales_the_kept():
+    layer = layer_class("dropout")("drop", rate=0.25)
+    layer.build((1000,), np.random.default_rng(0))
+    x = np.ones((50, 1000), np.float32)
+    y = layer.forward(x, train=True)
+    kept = y != 0
+    assert abs(kept.mean() - 0.75) < 0.01
+    np.testing.assert_allclose(y[kept], 1 / 0.75, rtol=1e-6)
+    np.testing.assert_array_equal(layer.backward(x) != 0, kept)
+
+
+def test_dropout_draws_from_the_generator_it_was_built_with():
+    masks = []
+    for _ in range(2):
+        layer = layer_class("dropout")("drop", rate=0.5)
+        layer.build((20,), np.random.default_rng(42))
+        masks.append(layer.forward(np.ones((4, 20)), train=True))
+    np.testing.assert_array_equal(masks[0], masks[1])
+    state = np.random.get_state()
+    layer.forward(np.ones((4, 20)), train=True)
+    assert np.random.get_state()[1].tolist() == state[1].tolist()
+
+
+def test_sigmoid_is_stable_for_large_inputs():
+    layer = layer_class("sigmoid")("s")
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        y = layer.forward(np.array([[-1000.0, -30.0, 0.0, 30.0, 1000.0]]))
+    np.testing.assert_allclose(y, [[0.0, 1 / (1 + np.exp(30)), 0.5, 1 / (1 + np.exp(-30)), 1.0]])
+
+
+def test_softmax_is_stable_and_sums_to_one():
+    layer = Softmax("out")
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        p = layer.forward(np.array([[1000.0, 1000.0, -1000.0], [0.0, 0.0, 0.0]]))
+    np.testing.assert_allclose(p, [[0.5, 0.5, 0.0], [1 / 3, 1 / 3, 1 / 3]])
+
+
+def test_cross_entropy_is_the_mean_negative_log_likelihood_and_finite():
+    probs = np.array([[0.25, 0.75], [0.5, 0.5], [1.0, 0.0]])
+    assert cross_entropy(probs[:2], np.array([1, 0])) == pytest.approx(
+        -(np.log(0.75) + np.log(0.5)) / 2
+    )
+    assert np.isfinite(cross_entropy(probs, np.array([0, 0, 1])))
+
+
+def test_dense_accepts_images_and_returns_dx_in_their_shape():
+    layer, x, _ = make("dense", Case({"units": 3}, (2, 3, 3)))
+    assert layer.params["W"].shape == (18, 3)
+    layer.forward(x)
+    assert layer.backward(np.ones((BATCH, 3))).shape == x.shape
+
+
+def test_conv_params_have_the_documented_shapes():
+    layer = layer_class("conv")("c", filters=5, kernel=3)
+    layer.build((2, 8, 8), np.random.default_rng(0))
+    assert layer.params["W"].shape == (5, 2, 3, 3)
+    assert layer.params["b"].shape == (5,)
+    layer = layer_class("conv")("c", filters=5, kernel=3, bias=False)
+    layer.build((2, 8, 8), np.random.default_rng(0))
+    assert set(layer.params) == {"W"}
+
+
+# --- initialisation ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "std"),
+    [("he", math.sqrt(2 / 400)), ("normal", 1 / math.sqrt(400)), ("xavier", math.sqrt(2 / 700))],
+)
+def test_init_has_the_documented_spread(kind, std):
+    weights = init_weights(kind, (400, 300), 400, 300, np.random.default_rng(0))
+    assert weights.dtype == np.float32
+    assert abs(weights.mean()) < 0.05 * std
+    assert weights.std() == pytest.approx(std, rel=0.02)
+    if kind == "xavier":
+        assert np.abs(weights).max() <= math.sqrt(6 / 700)
+
+
+def test_conv_init_uses_channels_times_kernel_area_as_fan_in():
+    layer = layer_class("conv")("c", filters=64, kernel=5, init="normal")
+    layer.build((16, 8, 8), np.random.default_rng(0))
+    assert layer.params["W"].std() == pytest.approx(1 / math.sqrt(16 * 25), rel=0.02)
+
+
+def test_init_is_reproducible_and_leaves_global_random_state_alone():
+    state = np.random.get_state()
+    first = init_weights("he", (4, 5), 4, 5, np.random.default_rng(3))
+    second = init_weights("he", (4, 5), 4, 5, np.random.default_rng(3), np.float64)
+    np.testing.assert_allclose(first, second, rtol=1e-6)
+    assert np.random.get_state()[1].tolist() == state[1].tolist()
+
+
+def test_layer_base_class_is_exported():
+    assert all(issubclass(cls, Layer) for cls in REGISTRY.values())

@@ -1,0 +1,142 @@
+"""The array kernels against loops and against their own adjoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import reference
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cnnbuild import ops
+
+
+@st.composite
+def window_cases(draw, pad: bool = True):
+    """(x_shape, kernel, stride, pad) with at least one window."""
+    n, c = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    stride = draw(st.integers(1, 3))
+    p = draw(st.integers(0, 2)) if pad else 0
+    h = draw(st.integers(max(1, kh - 2 * p), 9))
+    w = draw(st.integers(max(1, kw - 2 * p), 9))
+    return (n, c, h, w), (kh, kw), stride, p
+
+
+def output_size(size: int, window: int, stride: int, pad: int) -> int:
+    return (size + 2 * pad - window) // stride + 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(window_cases())
+def test_im2col_places_each_pixel_at_its_row_and_column(case):
+    x_shape, (kh, kw), stride, pad = case
+    n, c, h, w = x_shape
+    x = np.random.default_rng(0).standard_normal(x_shape)
+    cols = ops.im2col(x, kh, kw, stride, pad)
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    ho, wo = output_size(h, kh, stride, pad), output_size(w, kw, stride, pad)
+    assert cols.shape == (c * kh * kw, n * ho * wo)
+    expected = np.empty_like(cols)
+    for ch in range(c):
+        for i in range(kh):
+            for j in range(kw):
+                for sample in range(n):
+                    for row in range(ho):
+                        for col in range(wo):
+                            value = xp[sample, ch, row * stride + i, col * stride + j]
+                            expected[(ch * kh + i) * kw + j, (sample * ho + row) * wo + col] = value
+    np.testing.assert_array_equal(cols, expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(window_cases())
+def test_col2im_is_the_adjoint_of_im2col(case):
+    # <im2col(x), c> == <x, col2im(c)> for all x, c: col2im is the transpose of im2col.
+    x_shape, (kh, kw), stride, pad = case
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(x_shape)
+    c = rng.standard_normal(ops.im2col(x, kh, kw, stride, pad).shape)
+    dx = ops.col2im(c, x_shape, kh, kw, stride, pad)
+    assert dx.shape == x_shape
+    np.testing.assert_allclose(
+        np.sum(ops.im2col(x, kh, kw, stride, pad) * c), np.sum(x * dx), rtol=1e-12
+    )
+
+
+def test_col2im_counts_how_many_windows_cover_each_pixel():
+    x_shape = (1, 1, 4, 4)
+    cols = ops.im2col(np.ones(x_shape), 3, 3, 1, 0)
+    counts = ops.col2im(cols, x_shape, 3, 3, 1, 0)[0, 0]
+    expected = np.array([[1, 2, 2, 1], [2, 4, 4, 2], [2, 4, 4, 2], [1, 2, 2, 1]])
+    np.testing.assert_array_equal(counts, expected)
+
+
+def test_conv_as_one_matrix_product_matches_the_loop():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 7, 6))
+    w = rng.standard_normal((4, 3, 3, 2))
+    cols = ops.im2col(x, 3, 2, 2, 1)
+    y = (w.reshape(4, -1) @ cols).reshape(4, 2, 4, 4).transpose(1, 0, 2, 3)
+    np.testing.assert_allclose(y, reference.conv2d(x, w, None, 2, 1), rtol=1e-12)
+
+
+def test_pad2d_returns_the_input_itself_without_padding():
+    x = np.zeros((1, 1, 2, 2))
+    assert ops.pad2d(x, 0) is x
+    assert ops.pad2d(x, 2).shape == (1, 1, 6, 6)
+
+
+POOLS = [(2, 2, 4), (2, 2, 5), (3, 1, 5), (3, 2, 7), (2, 3, 8), (1, 1, 3), (4, 4, 4)]
+
+
+@pytest.mark.parametrize(("size", "stride", "hw"), POOLS)
+def test_pooling_kernels_match_the_loops(size, stride, hw):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, hw, hw + 1))
+    y, argmax = ops.maxpool_forward(x, size, stride)
+    np.testing.assert_array_equal(y, reference.maxpool2d(x, size, stride))
+    dy = rng.standard_normal(y.shape)
+    np.testing.assert_allclose(
+        ops.maxpool_backward(dy, argmax, x.shape, size, stride),
+        reference.maxpool2d_backward(x, dy, size, stride),
+        rtol=1e-12,
+    )
+    np.testing.assert_allclose(
+        ops.avgpool_forward(x, size, stride), reference.avgpool2d(x, size, stride), rtol=1e-12
+    )
+
+
+@pytest.mark.parametrize(("size", "stride", "hw"), POOLS)
+def test_maxpool_backward_sends_ties_to_the_first_maximum(size, stride, hw):
+    # Few distinct values, so most windows hold ties; overlapping windows share pixels.
+    x = np.random.default_rng(4).integers(0, 3, (2, 2, hw, hw)).astype(np.float64)
+    y, argmax = ops.maxpool_forward(x, size, stride)
+    dy = np.random.default_rng(5).standard_normal(y.shape)
+    np.testing.assert_allclose(
+        ops.maxpool_backward(dy, argmax, x.shape, size, stride),
+        reference.maxpool2d_backward(x, dy, size, stride),
+        rtol=1e-12,
+    )
+
+
+@pytest.mark.parametrize(("size", "stride", "hw"), POOLS)
+def test_avgpool_backward_is_the_adjoint_of_avgpool(size, stride, hw):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 2, hw, hw))
+    y = ops.avgpool_forward(x, size, stride)
+    dy = rng.standard_normal(y.shape)
+    dx = ops.avgpool_backward(dy, x.shape, size, stride)
+    np.testing.assert_allclose(np.sum(y * dy), np.sum(x * dx), rtol=1e-12)
+
+
+def test_kernels_keep_float32():
+    x = np.random.default_rng(7).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    cols = ops.im2col(x, 3, 3, 1, 1)
+    assert cols.dtype == np.float32
+    assert ops.col2im(cols, x.shape, 3, 3, 1, 1).dtype == np.float32
+    y, argmax = ops.maxpool_forward(x, 2, 2)
+    assert y.dtype == np.float32
+    assert ops.maxpool_backward(y, argmax, x.shape, 2, 2).dtype == np.float32
+    assert ops.avgpool_forward(x, 2, 2).dtype == np.float32
+    assert ops.avgpool_backward(y, x.shape, 2, 2).dtype == np.float32
