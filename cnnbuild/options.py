@@ -72,5 +72,18 @@ def check_config(who: str, options: dict[str, Option], given: dict[str, Any]) ->
         error = next(Draft202012Validator(option.schema).iter_errors(value), None)
         if error is not None:
             raise ConfigError(f"{who}: received {key}={value!r}: {error.message}")
+        if isinstance(value, float) and "integer" in _types(option.schema):
+            raise ConfigError(
+                f"{who}: received {key}={value!r}: write a whole number, e.g. {key}: {int(value)}"
+            )
         config[key] = value
     return config
+
+
+def _types(schema: dict[str, Any]) -> list[str]:
+    """The JSON types a schema fragment admits, through ``oneOf``/``anyOf``."""
+    kinds = schema.get("type", [])
+    types = [kinds] if isinstance(kinds, str) else list(kinds)
+    for branch in schema.get("oneOf", []) + schema.get("anyOf", []):
+        types += _types(branch)
+    return types

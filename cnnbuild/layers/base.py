@@ -18,8 +18,8 @@ Shape = tuple[int, ...]
 
 INIT = choice(
     ["he", "xavier", "normal"],
-    "Weight initialisation: he N(0, 2/fan_in), xavier U(±sqrt(6/(fan_in+fan_out))), "
-    "normal N(0, 1/sqrt(fan_in)) as in the report.",
+    "Weight initialisation: he, normal with std sqrt(2/fan_in); xavier, uniform in "
+    "±sqrt(6/(fan_in+fan_out)); normal, normal with std 1/sqrt(fan_in) as in the report.",
     "he",
 )
 
