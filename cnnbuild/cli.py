@@ -58,7 +58,7 @@ def main() -> None:
 )
 @user_errors
 def summary(spec_file: str, batch_size: int, fmt: str) -> None:
-    """Print every layer's output shape, parameters and multiply-adds."""
+    """Show each layer's output shape, parameters and cost."""
     from cnnbuild.builder import load
     from cnnbuild.summary import render, summarize
 
@@ -68,7 +68,7 @@ def summary(spec_file: str, batch_size: int, fmt: str) -> None:
 @main.command()
 @click.argument("spec_files", nargs=-1, required=True, type=EXISTING_FILE)
 def validate(spec_files: tuple[str, ...]) -> None:
-    """Check architecture files (schema and shapes); print OK or every error."""
+    """Check architecture files: schema and shapes."""
     from cnnbuild.builder import load
     from cnnbuild.errors import CnnbuildError
 
@@ -115,7 +115,7 @@ def schema() -> None:
 @click.option("--resume", type=EXISTING_FILE, help="Checkpoint (last.npz) to continue from.")
 @user_errors
 def train(spec_file: str, epochs, batch_size, lr, seed, data_dir, out, resume) -> None:
-    """Train the network in SPEC_FILE, printing loss and accuracy each epoch.
+    """Train a network; print loss and accuracy per epoch.
 
     The spec's `training:` section gives the defaults; options override them. Each epoch
     writes last.npz, best.npz (by test accuracy) and history.csv to the run folder.
@@ -149,7 +149,7 @@ def train(spec_file: str, epochs, batch_size, lr, seed, data_dir, out, resume) -
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the dataset.")
 @user_errors
 def evaluate(checkpoint: str, split: str, data_dir: str | None) -> None:
-    """Accuracy, per-class accuracy and the confusion matrix of a trained network."""
+    """Accuracy, per-class accuracy, confusion matrix."""
     from cnnbuild.run import evaluate_report
 
     click.echo(evaluate_report(checkpoint, split, data_dir))
@@ -182,7 +182,10 @@ def evaluate(checkpoint: str, split: str, data_dir: str | None) -> None:
 @click.option("--show", is_flag=True, help="Also write each --index image to a PNG file.")
 @user_errors
 def predict(checkpoint, images, index, split, data_dir, top_k, show) -> None:
-    """Classify dataset images by --index, or your own IMAGES (PNG, JPEG, ...)."""
+    """Classify dataset images (--index) or image files.
+
+    IMAGES are your own files (PNG, JPEG, ...), converted to the network's input shape.
+    """
     from cnnbuild.run import predict_report
 
     if not images and not index:
@@ -194,7 +197,7 @@ def predict(checkpoint, images, index, split, data_dir, top_k, show) -> None:
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @user_errors
 def plot(run_dir: str) -> None:
-    """Draw RUN_DIR/history.csv as curves.png: loss and accuracy per epoch."""
+    """Draw a run's loss and accuracy curves (curves.png)."""
     from cnnbuild.plot import plot_history
 
     click.echo(f"wrote {plot_history(run_dir)}")
