@@ -212,14 +212,13 @@ def _top(p: np.ndarray, names: list[str], k: int) -> list[str]:
 
 def _write_png(image: np.ndarray, name: str) -> Path:
     """Write a uint8 (C, H, W) image, enlarged for viewing, to the current folder."""
-    from cnnbuild.data.folder import _pillow
+    from cnnbuild.data.folder import pillow
 
-    pillow = _pillow()
     scale = max(1, 256 // max(image.shape[1:]))
     pixels = image.repeat(scale, axis=1).repeat(scale, axis=2)
     picture = pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)
     path = Path(name)
-    pillow.fromarray(np.ascontiguousarray(picture)).save(path)
+    pillow().fromarray(np.ascontiguousarray(picture)).save(path)
     return path
 
 
