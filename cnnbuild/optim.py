@@ -14,7 +14,6 @@ for biases or batch-norm ``gamma``/``beta``.
 
 from __future__ import annotations
 
-import difflib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar, TypeVar
@@ -22,8 +21,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from cnnbuild.checkpoint import CheckpointError, load_into
-from cnnbuild.errors import ConfigError
-from cnnbuild.options import Option, check_config, number
+from cnnbuild.options import Option, Registry, check_config, number
 
 T = TypeVar("T")
 
@@ -47,28 +45,6 @@ def decay_rate(description: str, default: float) -> Option:
 
 def epsilon(default: float) -> Option:
     return number("Added to the denominator for numerical stability.", default, exclusiveMinimum=0)
-
-
-def pick_type(
-    kind: str, registry: Mapping[str, T], config: Mapping[str, Any]
-) -> tuple[T, dict[str, Any]]:
-    """Split ``{"type": name, **options}`` into the registered class and its options.
-
-    ``kind`` names the section in messages ("optimizer"). An unknown type raises
-    ConfigError with a "did you mean" and the list of known types.
-    """
-    known = ", ".join(sorted(registry))
-    if not isinstance(config, Mapping):
-        raise ConfigError(f"{kind}: expected a mapping with a 'type', received {config!r}")
-    options = dict(config)
-    if "type" not in options:
-        raise ConfigError(f"{kind}: 'type' is required; known types: {known}")
-    name = options.pop("type")
-    if name not in registry:
-        close = difflib.get_close_matches(str(name), list(registry), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"{kind}: unknown type {name!r}{hint}; known types: {known}")
-    return registry[name], options
 
 
 class Optimizer(ABC):
@@ -176,22 +152,13 @@ class Optimizer(ABC):
         load_into(self._live_state(), state, f"the {self.type_name} optimizer")
 
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {}
-
-
-def register(cls: type[Optimizer]) -> type[Optimizer]:
-    """Class decorator: make ``cls`` available under its ``type_name``."""
-    if not cls.type_name:
-        raise TypeError(f"{cls.__name__} has no type_name")
-    if cls.type_name in OPTIMIZERS:
-        raise TypeError(f"optimizer type {cls.type_name!r} is registered twice")
-    OPTIMIZERS[cls.type_name] = cls
-    return cls
+OPTIMIZERS = Registry("optimizer")
+register = OPTIMIZERS.register
 
 
 def make_optimizer(config: Mapping[str, Any], params: dict[str, np.ndarray]) -> Optimizer:
     """Build the optimizer ``config`` names, e.g. ``{"type": "adam", "lr": 0.001}``."""
-    cls, options = pick_type("optimizer", OPTIMIZERS, config)
+    cls, options = OPTIMIZERS.split(config)
     return cls(params, **options)
 
 

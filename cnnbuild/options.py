@@ -6,6 +6,8 @@ are derived from the declaration.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,3 +89,40 @@ def _types(schema: dict[str, Any]) -> list[str]:
     for branch in schema.get("oneOf", []) + schema.get("anyOf", []):
         types += _types(branch)
     return types
+
+
+class Registry(dict):
+    """Type names -> classes (layers, optimizers, schedules), like Caffe's layer factory:
+    a name is registered once, and an unknown name is answered with the known ones."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind  # "layer", "optimizer", ...: names the registry in messages
+
+    def register(self, cls: type) -> type:
+        """Class decorator: make ``cls`` available under its ``type_name``."""
+        if not cls.type_name:
+            raise TypeError(f"{cls.__name__} has no type_name")
+        if cls.type_name in self:
+            raise TypeError(f"{self.kind} type {cls.type_name!r} is registered twice")
+        self[cls.type_name] = cls
+        return cls
+
+    def lookup(self, name: str) -> type:
+        """The class registered under ``name``; ConfigError with a "did you mean" if none."""
+        if name in self:
+            return self[name]
+        close = difflib.get_close_matches(str(name), list(self), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        known = ", ".join(sorted(self))
+        raise ConfigError(f"{self.kind}: unknown type {name!r}{hint}; known types: {known}")
+
+    def split(self, config: Mapping[str, Any]) -> tuple[type, dict[str, Any]]:
+        """``{"type": name, **options}`` -> (the registered class, its options)."""
+        if not isinstance(config, Mapping):
+            raise ConfigError(f"{self.kind}: expected a mapping with a 'type', received {config!r}")
+        options = dict(config)
+        if "type" not in options:
+            known = ", ".join(sorted(self))
+            raise ConfigError(f"{self.kind}: 'type' is required; known types: {known}")
+        return self.lookup(options.pop("type")), options

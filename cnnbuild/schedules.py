@@ -13,8 +13,7 @@ import math
 from typing import Any, ClassVar
 
 from cnnbuild.errors import ConfigError
-from cnnbuild.optim import pick_type
-from cnnbuild.options import Option, check_config, integer, number
+from cnnbuild.options import Option, Registry, check_config, integer, number
 
 WARMUP = integer(0, "Epochs of linear warm-up from about 0 to the optimizer's lr (0: none).", 0)
 
@@ -64,24 +63,15 @@ class Schedule:
         return self.base_lr
 
 
-SCHEDULES: dict[str, type[Schedule]] = {}
-
-
-def register(cls: type[Schedule]) -> type[Schedule]:
-    """Class decorator: make ``cls`` available under its ``type_name``."""
-    if not cls.type_name:
-        raise TypeError(f"{cls.__name__} has no type_name")
-    if cls.type_name in SCHEDULES:
-        raise TypeError(f"schedule type {cls.type_name!r} is registered twice")
-    SCHEDULES[cls.type_name] = cls
-    return cls
+SCHEDULES = Registry("schedule")
+register = SCHEDULES.register
 
 
 def make_schedule(
     config: dict[str, Any], base_lr: float, steps_per_epoch: int, epochs: int
 ) -> Schedule:
     """Build the schedule ``config`` names, e.g. ``{"type": "step", "step_epochs": 10}``."""
-    cls, options = pick_type("schedule", SCHEDULES, config)
+    cls, options = SCHEDULES.split(config)
     return cls(base_lr, steps_per_epoch, epochs, **options)
 
 

@@ -11,8 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from cnnbuild.errors import ConfigError
-from cnnbuild.options import Option, check_config, choice
+from cnnbuild.options import Option, Registry, check_config, choice
 
 Shape = tuple[int, ...]
 
@@ -96,23 +95,6 @@ class Layer(ABC):
         """dy: gradient of the loss w.r.t. the output -> gradient w.r.t. the input."""
 
 
-REGISTRY: dict[str, type[Layer]] = {}
-
-
-def register(cls: type[Layer]) -> type[Layer]:
-    """Class decorator: make ``cls`` available under its ``type_name``."""
-    if not cls.type_name:
-        raise TypeError(f"{cls.__name__} has no type_name")
-    if cls.type_name in REGISTRY:
-        raise TypeError(f"layer type {cls.type_name!r} is registered twice")
-    REGISTRY[cls.type_name] = cls
-    return cls
-
-
-def layer_class(type_name: str) -> type[Layer]:
-    """The class registered under ``type_name``, or a ConfigError listing the known types."""
-    try:
-        return REGISTRY[type_name]
-    except KeyError:
-        known = ", ".join(sorted(REGISTRY))
-        raise ConfigError(f"unknown layer type {type_name!r}; known types: {known}") from None
+REGISTRY = Registry("layer")
+register = REGISTRY.register
+layer_class = REGISTRY.lookup
