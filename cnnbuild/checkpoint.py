@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -30,7 +31,8 @@ NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floats
 LISTED_PROBLEMS = 10
 # What numpy and zipfile raise on damaged archives: bad headers and sizes (ValueError,
 # EOFError, BadZipFile), a flipped "encrypted" flag (RuntimeError), a flipped compression
-# method (NotImplementedError, zlib.error), I/O (OSError).
+# method (NotImplementedError, zlib.error), I/O (OSError), an array header claiming more
+# memory than there is (MemoryError) or one its parser cannot read (tokenize.TokenError).
 READ_ERRORS = (
     ValueError,
     EOFError,
@@ -39,6 +41,8 @@ READ_ERRORS = (
     NotImplementedError,
     zlib.error,
     OSError,
+    MemoryError,
+    tokenize.TokenError,
 )
 # The format's own entries, and np.savez's argument names, which cannot be array keys.
 RESERVED_KEYS = (META_KEY, VERSION_KEY, "file", "allow_pickle")
@@ -158,6 +162,14 @@ def _read_entries(path: Path) -> dict[str, np.ndarray]:
         ) from None
     entries = {}
     with archive:
+        for info in archive.zip.infolist():
+            # save_checkpoint stores entries uncompressed; a compressed one could inflate to
+            # any size (a zip bomb), so it is refused before it is read.
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise CheckpointError(
+                    f"{path}: entry {info.filename!r} is compressed; cnnbuild writes "
+                    "checkpoints uncompressed, so this file was not written by it"
+                )
         for key in archive.files:
             try:
                 value = archive[key]
@@ -202,7 +214,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
         raise fail(f"{META_KEY!r} should be a single string, found dtype {meta.dtype}")
     try:
         meta = json.loads(meta.item())
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise fail(f"metadata is not valid JSON: {exc}") from None
     if not isinstance(meta, dict):
         raise fail(f"metadata should be a JSON object, found {type(meta).__name__}")
@@ -227,9 +239,9 @@ def load_into(
     """Copy ``arrays`` into the existing arrays of ``target`` in place, strictly.
 
     Keys must match exactly and shapes must agree. A dtype differing from the target's
-    is cast only between real float types. ``what`` names the target in messages
-    ("the network"). On any mismatch, raises CheckpointError listing each key (with both
-    shapes) and copies nothing.
+    is cast only between real float types, and float values must be finite. ``what`` names
+    the target in messages ("the network"). On any mismatch, raises CheckpointError listing
+    each key (with both shapes) and copies nothing.
     """
     problems = [f"{key}: missing from the checkpoint" for key in target if key not in arrays]
     problems += [f"{key}: in the checkpoint only" for key in arrays if key not in target]
@@ -239,6 +251,8 @@ def load_into(
             problems.append(f"{key}: checkpoint has {given.shape}, {what} has {have.shape}")
         elif given.dtype != have.dtype and not (given.dtype.kind == "f" and have.dtype.kind == "f"):
             problems.append(f"{key}: checkpoint has dtype {given.dtype}, {what} has {have.dtype}")
+        elif given.dtype.kind == "f" and not np.isfinite(given).all():
+            problems.append(f"{key}: checkpoint holds NaN or infinite values")
     if problems:
         raise CheckpointError(f"checkpoint and {what} differ:\n{_listed(sorted(problems))}")
     for key, have in target.items():

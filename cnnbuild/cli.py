@@ -17,7 +17,7 @@ EXISTING_FILE = click.Path(exists=True, dir_okay=False)
 
 
 def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Print cnnbuild's own errors as messages and exit with status 2."""
+    """Print cnnbuild's own errors as messages and exit with status 2 (130 on Ctrl-C)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -25,6 +25,9 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
         try:
             return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
         except CnnbuildError as error:
             click.echo(f"error: {error}" if "\n" not in str(error) else str(error), err=True)
             sys.exit(2)
@@ -63,6 +66,32 @@ def summary(spec_file: str, batch_size: int, fmt: str) -> None:
     from cnnbuild.summary import render, summarize
 
     click.echo(render(summarize(load(spec_file), batch_size), fmt))
+
+
+@main.command("time")
+@click.argument("spec_file", type=EXISTING_FILE)
+@click.option(
+    "--batch-size",
+    "-b",
+    default=128,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Images per training step.",
+)
+@click.option(
+    "--steps",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Training steps to time (after two warm-up steps).",
+)
+@user_errors
+def time_(spec_file: str, batch_size: int, steps: int) -> None:
+    """Time each layer's forward and backward pass in training."""
+    from cnnbuild.builder import load
+    from cnnbuild.timing import render, time_step
+
+    click.echo(render(time_step(load(spec_file), batch_size, steps)))
 
 
 @main.command()

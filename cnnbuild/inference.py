@@ -64,7 +64,8 @@ def load_trained(path: str | Path) -> TrainedModel:
     names = meta.get("class_names")
     if not (isinstance(names, list) and len(names) == net.classes):
         names = [str(i) for i in range(net.classes)]
-    return TrainedModel(net, normalization_of(arrays, path), [str(n) for n in names], meta)
+    normalization = normalization_of(arrays, path, net.input_shape[0])
+    return TrainedModel(net, normalization, [str(n) for n in names], meta)
 
 
 def probabilities(
@@ -94,13 +95,29 @@ def load_network_state(net: Network, arrays: dict[str, np.ndarray], path: str | 
         raise CheckpointError(f"{path}: does not fit the architecture: {error}") from None
 
 
-def normalization_of(arrays: dict[str, np.ndarray], path: str | Path) -> Normalization:
+def normalization_of(
+    arrays: dict[str, np.ndarray], path: str | Path, channels: int
+) -> Normalization:
+    """The saved input normalisation: 1 or ``channels`` finite means and positive stds."""
     try:
-        return Normalization(arrays["normalization/mean"], arrays["normalization/std"])
+        mean, std = arrays["normalization/mean"], arrays["normalization/std"]
     except KeyError as missing:
         raise CheckpointError(
             f"{path}: no {missing} entry — not a cnnbuild run checkpoint"
         ) from None
+    for name, values in (("mean", mean), ("std", std)):
+        if not (
+            values.dtype.kind == "f"
+            and values.shape in ((1,), (channels,))
+            and np.isfinite(values).all()
+        ):
+            raise CheckpointError(
+                f"{path}: normalization/{name} should hold 1 or {channels} finite numbers, "
+                f"found {values.dtype} {values.shape}"
+            )
+    if (std <= 0).any():
+        raise CheckpointError(f"{path}: normalization/std must be positive, found {std}")
+    return Normalization(mean.astype(np.float32), std.astype(np.float32))
 
 
 def section(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:

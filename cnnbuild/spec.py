@@ -63,7 +63,7 @@ class Spec:
 
     def problem(self, path: Path_, message: str, at_key: bool = False) -> str:
         where = self.where(path, at_key)
-        return f"{where}: {message}"
+        return f"{where} {message}" if where.endswith(":") else f"{where}: {message}"
 
 
 def describe_path(data: Any, path: Path_) -> str:
@@ -155,6 +155,14 @@ def _load_yaml(text: str, source: str) -> Spec:
             raise SpecError(
                 [f"{source}:1:1: the file is empty — see archs/mnist.yaml for a complete example"]
             )
+        size = _expanded_size(node)
+        if size is None or size > MAX_NODES:
+            what = (
+                "an alias refers to a mapping or list that contains it, so the document never ends"
+                if size is None
+                else f"the document expands to more than {MAX_NODES:,} values (an alias bomb?)"
+            )
+            raise SpecError([f"{source}:1:1: {what} — write the layers out or use `repeat:`"])
         spec = Spec(data={}, source=source)
         problems = _check_nodes(node, spec)
         if problems:
@@ -164,6 +172,10 @@ def _load_yaml(text: str, source: str) -> Spec:
         raise SpecError([_yaml_problem(error, source)]) from None
     except yaml.YAMLError as error:
         raise SpecError([f"{source}:1:1: not valid YAML: {error}"]) from None
+    except RecursionError:
+        raise SpecError(
+            [f"{source}:1:1: lists or mappings are nested too deeply to read — flatten them"]
+        ) from None
     finally:
         loader.dispose()
     if not isinstance(data, dict):
@@ -192,46 +204,87 @@ def _yaml_problem(error: yaml.MarkedYAMLError, source: str) -> str:
 
 
 def _check_nodes(root: yaml.Node, spec: Spec) -> list[str]:
-    """Walk the node tree: record positions, refuse tags, duplicate keys and alias bombs."""
+    """Walk the node tree: record positions, refuse tags and duplicate keys."""
     problems: list[str] = []
-    visited = 0
-    stack: list[tuple[yaml.Node, Path_]] = [(root, ())]
+    # (node, its path, the innermost list item holding it and that item's path: the layer)
+    stack: list[tuple[yaml.Node, Path_, yaml.Node | None, Path_]] = [(root, (), None, ())]
     while stack:
-        node, path = stack.pop()
-        visited += 1
-        if visited > MAX_NODES:
-            return [
-                f"{spec.source}:{_line(node)}:{_column(node)}: the document expands to more than "
-                f"{MAX_NODES:,} values (an alias bomb?) — write the layers out or use `repeat:`"
-            ]
+        node, path, owner, owner_path = stack.pop()
         spec.marks.setdefault(path, Mark(_line(node), _column(node)))
         if node.tag not in PLAIN_TAGS:
             problems.append(
-                f"{spec.source}:{_line(node)}:{_column(node)}: the tag {node.tag!r} is not "
+                f"{spec.source}:{_line(node)}:{_column(node)}: "
+                f"{_context(owner, owner_path, path)}the tag {node.tag!r} is not "
                 "allowed — cnnbuild files hold plain data only: remove the tag"
             )
             continue
         if isinstance(node, yaml.MappingNode):
+            if path and isinstance(path[-1], int):
+                owner, owner_path = node, path
             seen: dict[Any, yaml.Node] = {}
             for key_node, value_node in node.value:
                 key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
                 if key_node.tag == "tag:yaml.org,2002:merge":
-                    stack.append((value_node, path))
+                    stack.append((value_node, path, owner, owner_path))
                     continue
                 if key in seen:
                     first = seen[key]
                     problems.append(
-                        f"{spec.source}:{_line(key_node)}:{_column(key_node)}: duplicate key "
+                        f"{spec.source}:{_line(key_node)}:{_column(key_node)}: "
+                        f"{_context(owner, owner_path, (*path, key))}duplicate key "
                         f"{key!r} (first at line {_line(first)}) — keep only one of them"
                     )
                     continue
                 seen[key] = key_node
                 child = (*path, key)
                 spec.key_marks.setdefault(child, Mark(_line(key_node), _column(key_node)))
-                stack.append((value_node, child))
+                stack.append((value_node, child, owner, owner_path))
         elif isinstance(node, yaml.SequenceNode):
-            stack.extend(((item, (*path, i)) for i, item in enumerate(node.value)))
+            stack.extend((item, (*path, i), owner, owner_path) for i, item in enumerate(node.value))
     return problems
+
+
+def _expanded_size(root: yaml.Node) -> int | None:
+    """How many nodes the document holds with every alias expanded (at most MAX_NODES + 1),
+    counted without expanding any; None when a node contains itself through an alias."""
+    sizes: dict[int, int] = {}
+    opened: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack[-1]
+        if id(node) in sizes:
+            stack.pop()
+            continue
+        children = _children(node)
+        if id(node) not in opened:
+            opened.add(id(node))
+            for child in children:
+                if id(child) in opened and id(child) not in sizes:
+                    return None  # an ancestor: the alias closes a loop
+                stack.append(child)
+            continue
+        stack.pop()
+        sizes[id(node)] = min(1 + sum(sizes[id(child)] for child in children), MAX_NODES + 1)
+    return sizes[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _context(owner: yaml.Node | None, owner_path: Path_, path: Path_) -> str:
+    """``layers[3] 'conv1' (conv): `` for a problem at ``path`` inside the layer ``owner``,
+    read from the scalars it holds (the document is not constructed yet)."""
+    data: Any = {}
+    for key, value in owner.value if isinstance(owner, yaml.MappingNode) else ():
+        if isinstance(key, yaml.ScalarNode) and isinstance(value, yaml.ScalarNode):
+            data.setdefault(key.value, value.value)
+    for step in reversed(owner_path):
+        data = {step: data}
+    context = describe_path(data, path)
+    return f"{context}: " if context else ""
 
 
 def _line(node: yaml.Node) -> int:
@@ -293,7 +346,7 @@ def _explain(error, path: Path_) -> tuple[str, bool, Path_] | None:
         allowed = sorted(schema.get("properties", {}))
         extras = [k for k in value if k not in schema.get("properties", {})]
         extra = extras[0]
-        message = f"unknown key {extra!r}{_did_you_mean(extra, allowed)}"
+        message = f"unknown key {extra!r}{_did_you_mean(str(extra), allowed)}"
         if len(extras) > 1:
             message = f"unknown keys {', '.join(map(repr, extras))}"
         return f"{message}; allowed keys: {', '.join(allowed)}", True, (*path, extra)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from cnnbuild.checkpoint import load_checkpoint, save_checkpoint
+from cnnbuild.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from cnnbuild.data import Dataset
 from cnnbuild.data.batches import random_crop, random_flip
 from cnnbuild.errors import CnnbuildError
@@ -146,7 +146,7 @@ class Trainer:
         return self.state.history
 
     def _train_epoch(self) -> None:
-        state, net = self.state, self.net
+        state = self.state
         started = time.perf_counter()
         done_before = state.seconds
         while state.batch < self.steps_per_epoch and not self._stop.is_set():
@@ -154,14 +154,8 @@ class Trainer:
             index = state.order[start : start + self.batch_size]
             x = self.normalization.apply(self._augment(self.train_set.images[index]))
             labels = self.train_set.labels[index]
-            with np.errstate(all="ignore"):  # non-finite values are caught just below
-                probabilities = net.forward(x, train=True)
-                loss = cross_entropy(probabilities, labels)
-            if not np.isfinite(loss):
-                raise TrainingDiverged(self._divergence_report(x, loss))
-            net.backward_loss(labels)
-            self.optimizer.lr = self.schedule.lr_at(state.step)
-            self.optimizer.step(net.grads)
+            with np.errstate(all="ignore"):  # a non-finite loss is reported with its cause
+                loss, probabilities = self._step(x, labels)
             state.step += 1
             state.batch += 1
             state.loss_sum += loss * len(index)
@@ -181,6 +175,17 @@ class Trainer:
                         seconds=state.seconds,
                     )
                 )
+
+    def _step(self, x: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+        """One optimizer step; returns the batch's loss and class probabilities."""
+        probabilities = self.net.forward(x, train=True)
+        loss = cross_entropy(probabilities, labels)
+        if not np.isfinite(loss):
+            raise TrainingDiverged(self._divergence_report(x, loss))
+        self.net.backward_loss(labels)
+        self.optimizer.lr = self.schedule.lr_at(self.state.step)
+        self.optimizer.step(self.net.grads)
+        return loss, probabilities
 
     def _augment(self, images: np.ndarray) -> np.ndarray:
         augment = self.config["augment"]
@@ -285,15 +290,14 @@ class Trainer:
     def restore(self, path: str | Path) -> None:
         """Continue from a checkpoint written by ``save`` (weights and run state)."""
         arrays, meta = load_checkpoint(path)
+        state = saved_run_state(
+            meta, arrays.get("run/order"), len(self.train_set), self.steps_per_epoch, path
+        )
         load_network_state(self.net, arrays, path)
         self.optimizer.load_state_dict(section(arrays, "optimizer/"))
-        self.normalization = normalization_of(arrays, path)
-        state = self.state
-        state.epoch, state.step, state.batch = meta["epoch"], meta["step"], meta["batch"]
-        state.loss_sum, state.correct, state.seen, state.seconds = meta["epoch_sums"]
-        state.history = meta["history"]
-        state.best_accuracy = meta["best_accuracy"]
-        state.order = arrays.get("run/order")
+        self.normalization = normalization_of(arrays, path, self.net.input_shape[0])
+        self.state = state
+        self.optimizer.lr = self.schedule.lr_at(max(state.step - 1, 0))  # the last step's rate
         self.net.rng.bit_generator.state = meta["rng"]["net"]
         self.data_rng.bit_generator.state = meta["rng"]["data"]
         self._write_history()
@@ -305,6 +309,57 @@ class Trainer:
             writer = csv.DictWriter(file, HISTORY_COLUMNS)
             writer.writeheader()
             writer.writerows(self.state.history)
+
+
+def saved_run_state(
+    meta: dict[str, Any],
+    order: np.ndarray | None,
+    train_size: int,
+    steps_per_epoch: int,
+    path: str | Path,
+) -> RunState:
+    """The run state saved by ``Trainer.save``, checked; CheckpointError says what is wrong."""
+
+    def fail(what: str) -> CheckpointError:
+        return CheckpointError(
+            f"{path}: {what} — the file is damaged or was not written by `cnnbuild train`"
+        )
+
+    counts = [meta.get(key) for key in ("epoch", "step", "batch")]
+    if not all(type(value) is int and value >= 0 for value in counts):
+        raise fail(f"'epoch', 'step' and 'batch' should be counts, found {counts}")
+    epoch, step, batch = counts
+    history, sums, best = meta.get("history"), meta.get("epoch_sums"), meta.get("best_accuracy")
+    if not (
+        isinstance(history, list)
+        and len(history) == epoch
+        and all(isinstance(row, dict) and list(row) == HISTORY_COLUMNS for row in history)
+        and all(_is_number(value) for row in history for value in row.values())
+    ):
+        raise fail(f"'history' should hold one record of {', '.join(HISTORY_COLUMNS)} an epoch")
+    if not (isinstance(sums, list) and len(sums) == 4 and all(map(_is_number, [*sums, best]))):
+        raise fail("'epoch_sums' should be 4 numbers and 'best_accuracy' a number")
+    if batch > steps_per_epoch or (order is None and batch > 0):
+        raise fail(f"stopped at batch {batch} of {steps_per_epoch} without the epoch's order")
+    if order is not None and not (
+        order.dtype.kind in "iu"
+        and order.shape == (train_size,)
+        and np.array_equal(np.sort(order), np.arange(train_size))
+    ):
+        raise fail(f"'run/order' should order the {train_size} training images")
+    try:
+        for key in ("net", "data"):
+            np.random.default_rng().bit_generator.state = meta["rng"][key]
+    except (KeyError, TypeError, ValueError):
+        raise fail("'rng' should hold the states of the 'net' and 'data' generators") from None
+    loss_sum, correct, seen, seconds = sums
+    return RunState(
+        epoch, step, batch, order, loss_sum, int(correct), int(seen), seconds, history, best
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in (int, float)
 
 
 def resolve_config(spec: dict[str, Any], **overrides: Any) -> dict[str, Any]:

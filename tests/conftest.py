@@ -16,3 +16,14 @@ def write_spec(tmp_path):
         return path
 
     return write
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the figures of the promise tests (tests/test_promise_*.py) after the run."""
+    from promises import table
+
+    lines = table()
+    if lines:
+        terminalreporter.write_sep("=", "promises")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -1,0 +1,217 @@
+"""Promises 7 and 8: stopping and resuming changes nothing, bit for bit; a non-finite value
+stops training at once, naming where it came from, and leaves the last good checkpoint."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT
+from promises import FULL, record
+from test_train import SPEC, TEST, TRAIN
+
+import cnnbuild
+from cnnbuild.data import Dataset
+from cnnbuild.graph import INPUT
+from cnnbuild.train import Trainer, TrainingDiverged, TrainingStopped, resolve_config
+
+ARCHS = ["mnist", "cifar_resnet"] + (["cifar", "cifar_deep", "mnist_mlp"] if FULL else [])
+EPOCHS = 3
+
+
+def synthetic(shape: tuple[int, ...], n: int, seed: int) -> Dataset:
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
+    return Dataset("synthetic", images, rng.integers(0, 10, n), tuple(map(str, range(10))))
+
+
+class StopAfter:
+    """Asks the trainer to stop after ``steps`` steps, as Ctrl-C does."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps, self.trainer = steps, None
+
+    def on_batch(self, progress) -> None:
+        self.steps -= 1
+        if self.steps == 0:
+            self.trainer._stop.set()
+
+    def on_epoch(self, record) -> None:
+        pass
+
+
+def arch_trainer(arch: str, run_dir: Path, epochs: int, callback=None) -> Trainer:
+    net = cnnbuild.load(ROOT / "archs" / f"{arch}.yaml", seed=0)
+    config = resolve_config(net.spec, epochs=epochs, batch_size=4)
+    train, test = synthetic(net.input_shape, 8, 1), synthetic(net.input_shape, 4, 2)
+    trainer = Trainer(net, config, train, test, run_dir, callback)
+    if callback is not None:
+        callback.trainer = trainer
+    return trainer
+
+
+def everything(trainer: Trainer) -> dict[str, np.ndarray]:
+    """Weights, batch-norm statistics, optimizer state and both generators' states."""
+    arrays = {f"params/{k}": v for k, v in trainer.net.params.items()}
+    arrays |= {f"buffers/{k}": v for k, v in trainer.net.buffers.items()}
+    arrays |= {f"optimizer/{k}": v for k, v in trainer.optimizer.state_dict().items()}
+    for name, rng in (("net", trainer.net.rng), ("data", trainer.data_rng)):
+        arrays[f"rng/{name}"] = np.array(rng.bit_generator.state["state"]["state"], dtype=object)
+    return arrays
+
+
+def difference(a: Trainer, b: Trainer) -> float:
+    """The largest absolute difference between two trainers' states and histories."""
+    left, right = everything(a), everything(b)
+    assert left.keys() == right.keys()
+    worst = max(float(np.abs(left[k].astype(float) - right[k]).max(initial=0)) for k in left)
+    rows = zip(a.state.history, b.state.history, strict=True)
+    numbers = [abs(x[k] - y[k]) for x, y in rows for k in x if k != "seconds"]
+    return max(worst, *numbers)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_stopping_and_resuming_gives_the_same_run_bit_for_bit(tmp_path, arch):
+    straight = arch_trainer(arch, tmp_path / "straight", EPOCHS)
+    straight.fit()
+    diffs = {}
+    for how, steps in (("at the end of epoch 1", 2), ("in the middle of epoch 2", 3)):
+        run_dir = tmp_path / f"stopped{steps}"
+        with pytest.raises(TrainingStopped):
+            arch_trainer(arch, run_dir, EPOCHS, StopAfter(steps)).fit()
+        resumed = arch_trainer(arch, run_dir, EPOCHS)
+        resumed.restore(run_dir / "last.npz")
+        resumed.fit()
+        assert len(resumed.state.history) == EPOCHS
+        diffs[how] = difference(straight, resumed)
+    layers = {node.layer.type_name for node in straight.net.nodes}
+    record(
+        7,
+        f"{arch} ({straight.optimizer.type_name}, {', '.join(sorted(layers))})",
+        f"{EPOCHS} epochs straight vs stopped {' / '.join(diffs)}: max abs diff "
+        f"{max(diffs.values()):g} (weights, optimizer, generators, history)",
+    )
+    assert max(diffs.values()) == 0
+
+
+# --- promise 8: non-finite values ----------------------------------------------------------
+
+
+class Watch:
+    """Keeps the state before each step, to replay the step that failed."""
+
+    def __init__(self) -> None:
+        self.trainer, self.before, self.first_bad_params = None, None, None
+
+    def keep(self) -> None:
+        net = self.trainer.net
+        self.before = (
+            {k: v.copy() for k, v in net.params.items()},
+            {k: v.copy() for k, v in net.buffers.items()},
+            copy.deepcopy(net.rng.bit_generator.state),
+            self.trainer.state.batch,
+        )
+
+    def on_batch(self, progress) -> None:
+        if self.first_bad_params is None and not all(
+            np.isfinite(p).all() for p in self.trainer.net.params.values()
+        ):
+            self.first_bad_params = self.trainer.state.step
+        self.keep()
+
+    def on_epoch(self, record) -> None:
+        pass
+
+
+def first_non_finite_layer(watch: Watch, train: Dataset) -> str:
+    """Replay the failed step's forward pass in training mode: the first non-finite layer."""
+    trainer = watch.trainer
+    params, buffers, rng_state, batch = watch.before
+    net = cnnbuild.loads(SPEC, seed=0)
+    for own, saved in ((net.params, params), (net.buffers, buffers)):
+        for key, value in saved.items():
+            own[key][...] = value
+    net.rng.bit_generator.state = rng_state
+    index = trainer.state.order[batch * trainer.batch_size : (batch + 1) * trainer.batch_size]
+    values = {INPUT: trainer.normalization.apply(train.images[index])}
+    if not np.isfinite(values[INPUT]).all():
+        return "the input batch"
+    with np.errstate(all="ignore"):
+        for node in net.nodes:
+            xs = [values[name] for name in node.inputs]
+            values[node.name] = node.layer.forward(xs if node.layer.merge else xs[0], True)
+            if not np.isfinite(values[node.name]).all():
+                return f"layer {node.name!r}"
+    return "no layer"
+
+
+def diverge(
+    run_dir: Path, train: Dataset, optimizer: str = "adam", lr: float | None = None
+) -> tuple[str, Watch, Trainer]:
+    """Train one good epoch, then resume on ``train`` at ``lr`` until training stops."""
+    spec = cnnbuild.loads(SPEC).spec
+    settings = {"augment": {}, "optimizer": {"type": optimizer}}
+    good = Trainer(
+        cnnbuild.loads(SPEC, seed=0),
+        resolve_config(spec, epochs=1, **settings),
+        TRAIN,
+        TEST,
+        run_dir,
+    )
+    good.fit()
+    saved = {name: (run_dir / name).read_bytes() for name in ("last.npz", "best.npz")}
+    watch = Watch()
+    net = cnnbuild.loads(SPEC, seed=0)
+    config = resolve_config(net.spec, epochs=4, lr=lr, **settings)
+    trainer = Trainer(net, config, train, TEST, run_dir, watch)
+    watch.trainer = trainer
+    trainer.restore(run_dir / "last.npz")
+    watch.keep()
+    with pytest.raises(TrainingDiverged) as caught:
+        trainer.fit()
+    for name, content in saved.items():
+        assert (run_dir / name).read_bytes() == content, f"{name} changed"
+    return str(caught.value), watch, trainer
+
+
+STOPS: dict[str, tuple[int, str]] = {}  # optimizer -> (step, layer) where training stopped
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adagrad", "rmsprop", "adadelta", "adam"])
+def test_a_blown_up_learning_rate_stops_at_once_naming_epoch_step_and_layer(tmp_path, optimizer):
+    message, watch, trainer = diverge(tmp_path, TRAIN, optimizer, lr=1e30)
+    step = trainer.state.step + 1
+    assert f"epoch 2, step {step} " in message, message
+    if watch.first_bad_params is not None:
+        assert step <= watch.first_bad_params + 1  # no step taken with non-finite weights
+    culprit = first_non_finite_layer(watch, TRAIN)
+    assert f"come from {culprit}" in message, (culprit, message)
+    assert "last good state" in message
+    STOPS[optimizer] = (step, culprit)
+    record(
+        8,
+        "learning rate 1e30",
+        f"{len(STOPS)} optimizers: stopped within one step of the first non-finite value "
+        f"({len(STOPS)}/{len(STOPS)}), naming epoch, step and the layer a replay finds; "
+        "last.npz and best.npz unchanged",
+    )
+
+
+def test_a_nan_in_the_input_stops_at_its_batch(tmp_path):
+    images = TRAIN.images.astype(np.float32)
+    images[37, 0, 4, 4] = np.nan
+    train = Dataset("tiny", images, TRAIN.labels, TRAIN.class_names)
+    message, _, trainer = diverge(tmp_path, train)
+    order = list(trainer.state.order)
+    batch = order.index(37) // trainer.batch_size + 1
+    step = trainer.steps_per_epoch + batch
+    assert f"epoch 2, step {step} (batch {batch} of" in message, message
+    assert "come from the input batch" in message and "last good state" in message
+    record(
+        8,
+        "a NaN in one input image",
+        f"stopped at its batch (epoch 2, step {step}); "
+        "message names the input batch; last.npz and best.npz unchanged",
+    )
