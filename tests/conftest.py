@@ -1,6 +1,8 @@
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from datafiles import Server, isolate, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCHS = sorted((ROOT / "archs").glob("*.yaml"))
@@ -16,6 +18,19 @@ def write_spec(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No real data: the cache, $CNNBUILD_DATA and system folders point into tmp_path."""
+    return isolate(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def http_server() -> Iterator[Server]:
+    """A local HTTP server on 127.0.0.1 with settable routes."""
+    with serving() as server:
+        yield server
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +12,9 @@ import pytest
 from datafiles import (
     CIFAR_BATCHES,
     Server,
-    isolate,
     md5,
     python2_dumps,
     python3_dumps,
-    serving,
     write_cifar_folder,
     write_tar,
 )
@@ -25,16 +22,7 @@ from datafiles import (
 from cnnbuild.data import DataError, catalog, load_dataset
 from cnnbuild.data.cifar import CLASS_NAMES, FOLDER, read_cifar_archive, read_cifar_folder
 
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return isolate(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def http_server() -> Iterator[Server]:
-    with serving() as server:
-        yield server
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 class RunsCommand:

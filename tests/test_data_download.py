@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +12,6 @@ from datafiles import (
     UNREACHABLE,
     Server,
     expect_idx_set,
-    isolate,
-    serving,
     tiny_idx_set,
     write,
     write_idx_set,
@@ -22,16 +19,7 @@ from datafiles import (
 
 from cnnbuild.data import DataError, DataWarning, load_dataset
 
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return isolate(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def http_server() -> Iterator[Server]:
-    with serving() as server:
-        yield server
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 def serve_idx_set(server: Server, contents: dict[str, bytes], prefix: str = "/mnist/") -> None:

@@ -9,7 +9,6 @@ import pytest
 from datafiles import (
     IDX_STEMS,
     expect_idx_set,
-    isolate,
     tiny_idx_set,
     write,
     write_idx_set,
@@ -18,10 +17,7 @@ from datafiles import (
 from cnnbuild.data import DataError, Dataset, load_dataset, locate
 from cnnbuild.errors import CnnbuildError
 
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return isolate(tmp_path, monkeypatch)
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated: Path) -> None:
