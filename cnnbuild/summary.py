@@ -34,6 +34,9 @@ class Summary:
     macs: int
     activation_bytes: int  # every layer's output at the batch size, kept for backward
 
+    def __str__(self) -> str:
+        return render(self)
+
 
 def summarize(net: Network, batch_size: int = 128) -> Summary:
     """Exact counts for ``net``; activation memory assumes training at ``batch_size``."""

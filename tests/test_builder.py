@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from conftest import ARCHS
+from gradcheck import numerical_gradient
 
 import cnnbuild
 from cnnbuild.errors import SpecError
@@ -47,7 +48,9 @@ def test_parameter_counts_match_hand_counts(arch, trainable, non_trainable):
 
 
 def test_report_mnist_net_has_102074_trainable_parameters():
-    assert summarize(cnnbuild.load("archs/mnist.yaml")).trainable == 102_074
+    summary = cnnbuild.load("archs/mnist.yaml").summary()
+    assert summary.trainable == 102_074
+    assert "Trainable parameters:" in str(summary) and "102,074" in str(summary)
 
 
 def test_mult_adds_are_exact_for_the_report_mnist_net():
@@ -165,3 +168,44 @@ def test_a_layer_whose_output_goes_nowhere_is_an_error():
         HEAD + "  - {name: lost, type: relu}\n  - {type: relu, inputs: [input]}\n" + TAIL
     )
     assert "output of 'lost' goes nowhere" in message
+
+
+GRAPH = """\
+name: g
+input: [2, 5, 5]
+classes: 3
+layers:
+  - {name: a, type: conv, filters: 3, kernel: 3, padding: same}
+  - {name: bn, type: batchnorm}
+  - {name: b, type: conv, filters: 3, kernel: 1, inputs: [input]}
+  - {name: sum, type: add, inputs: [bn, b]}
+  - {name: act, type: tanh}
+  - {name: c, type: conv, filters: 2, kernel: 2, inputs: [input]}
+  - {name: cat, type: concat, inputs: [act, b]}
+  - {name: pool, type: avgpool, size: 2}
+  - {name: side, type: maxpool, size: 2, inputs: [c]}
+  - {name: merged, type: concat, inputs: [pool, side]}
+  - {type: dense, units: 3}
+  - {type: softmax}
+"""
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_a_whole_graph_with_add_and_concat_passes_a_gradient_check(train):
+    """Central differences of L = sum(forward(x) * r) w.r.t. the input and every parameter."""
+    net = cnnbuild.loads(GRAPH, seed=3, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, *net.input_shape))
+    r = rng.standard_normal((3, net.classes))
+
+    def loss() -> float:
+        return float((net.forward(x, train=train) * r).sum())
+
+    loss()
+    dx = net.backward(r)
+    for array, analytic, name in [
+        (x, dx, "input"),
+        *((net.params[k], net.grads[k].copy(), k) for k in net.params),
+    ]:
+        numeric = numerical_gradient(loss, array)
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-7, err_msg=name)
