@@ -114,17 +114,15 @@ def read_spec(path: str | Path) -> Spec:
 
 def parse_spec(raw: bytes | str, source: str = "<spec>") -> Spec:
     """Parse YAML text (safe: no tags run), record positions, validate against the schema."""
-    text = _decode(raw, source)
-    spec = _load_yaml(text, source)
-    problems = schema_problems(spec)
-    if problems:
-        raise SpecError(problems)
-    return spec
+    return _checked(_load_yaml(_decode(raw, source), source))
 
 
 def spec_from_data(data: dict[str, Any], source: str) -> Spec:
     """Check already-parsed data (e.g. the architecture saved in a checkpoint)."""
-    spec = Spec(data=data, source=source)
+    return _checked(Spec(data=data, source=source))
+
+
+def _checked(spec: Spec) -> Spec:
     problems = schema_problems(spec)
     if problems:
         raise SpecError(problems)
