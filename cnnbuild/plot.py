@@ -22,6 +22,7 @@ def plot_history(run_dir: str | Path) -> Path:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         raise CnnbuildError("curves.png needs matplotlib: pip install 'cnnbuild[plot]'") from None
     try:
@@ -37,6 +38,7 @@ def plot_history(run_dir: str | Path) -> Path:
     accuracy_axes.plot(epochs, series.get("test_accuracy", []), "o-", label="test")
     accuracy_axes.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     for axes in (loss_axes, accuracy_axes):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
         axes.legend()
     figure.suptitle(run_dir.name)

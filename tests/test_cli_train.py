@@ -142,3 +142,21 @@ def test_checkpoint_keeps_batch_norm_statistics_and_optimizer_state(
     assert not np.allclose(arrays["buffers/batchnorm1.running_mean"], 0)
     assert any(key.startswith("optimizer/") for key in arrays)
     assert meta["spec"]["name"] == "tiny" and os.path.getsize(out / "last.npz") > 0
+
+
+def test_predict_show_writes_the_image_and_plot_draws_the_curves(
+    tmp_path, spec_file, image_folder, monkeypatch
+):
+    out = tmp_path / "run"
+    run("train", spec_file, "--epochs", 2, "--data-dir", image_folder, "--out", out)
+    monkeypatch.chdir(tmp_path)
+    result, output = run("predict", out / "last.npz", "--index", 3, "--show")
+    assert result.exit_code == 0, output
+    with Image.open(tmp_path / "test_3.png") as shown:
+        assert shown.size == (256, 256)
+    pytest.importorskip("matplotlib")
+    (out / "curves.png").unlink(missing_ok=True)
+    result, output = run("plot", out)
+    assert result.exit_code == 0, output
+    with Image.open(out / "curves.png") as curves:
+        assert curves.size[0] > curves.size[1] > 100
