@@ -4,13 +4,16 @@ parameters ("conv1.W"), gradients and buffers ("bn1.running_mean")."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cnnbuild.layers import Layer
 from cnnbuild.layers.base import Shape
 from cnnbuild.layers.output import Softmax
+
+if TYPE_CHECKING:
+    from cnnbuild.summary import Summary
 
 INPUT = "input"  # the name by which layers refer to the network's input
 
@@ -86,7 +89,7 @@ class Network:
         for step, node in enumerate(self.nodes):
             xs = [values[name] for name in node.inputs]
             values[node.name] = node.layer.forward(xs if node.layer.merge else xs[0], train)
-            for name in node.inputs:
+            for name in set(node.inputs):  # a layer may name one input twice
                 if self._last_use[name] == step:
                     del values[name]
         return values[self.output.name]
@@ -102,15 +105,26 @@ class Network:
         if not isinstance(softmax, Softmax):
             raise TypeError(f"the output layer {softmax.name!r} is not a softmax")
         dlogits = softmax.loss_gradient(labels)
-        self._backpropagate({self.output.inputs[0]: dlogits}, self.nodes[:-1])
+        self._backpropagate({self.output.inputs[0]: dlogits}, self.nodes[:-1], to_input=False)
 
-    def _backpropagate(self, pending: dict[str, np.ndarray], nodes: list[Node]) -> np.ndarray:
+    def _backpropagate(
+        self, pending: dict[str, np.ndarray], nodes: list[Node], to_input: bool = True
+    ) -> np.ndarray | None:
         for node in reversed(nodes):
             dy = pending.pop(node.name)
+            if not to_input and all(name == INPUT for name in node.inputs):
+                node.layer.backward_params(dy)
+                continue
             dxs = node.layer.backward(dy)
             for name, dx in zip(node.inputs, dxs if node.layer.merge else [dxs], strict=True):
                 pending[name] = pending[name] + dx if name in pending else dx
-        return pending[INPUT]
+        return pending.get(INPUT)
+
+    def summary(self, batch_size: int = 128) -> Summary:
+        """The layer table with exact counts; ``print(net.summary())`` shows it."""
+        from cnnbuild.summary import summarize
+
+        return summarize(self, batch_size)
 
     def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Class probabilities (N, classes) in batches, without keeping activations."""

@@ -1,13 +1,15 @@
-"""Array kernels for convolution and pooling: window views, im2col / col2im, pooling backward.
+"""Array kernels for convolution and pooling: im2col / col2im, max and average pooling.
 
 Windows never pad on the right or bottom: a window that would run past the (padded) input
 is dropped, so output sizes round down, as in ``shapes.window_output``.
 
 Memory layout: ``im2col`` puts the channel and kernel offsets first and the batch next,
 ``(C*kh*kw, N*Ho*Wo)``, so that a convolution is one GEMM ``W (F, C*kh*kw) @ cols`` whose
-result is ``(F, N*Ho*Wo)``. The convolution hands that back as an ``(N, F, Ho, Wo)`` transposed
-view rather than copying it; ``col2im`` likewise returns a view. Every caller treats results as
-ordinary arrays (any layout); only ``reshape`` of such a view copies.
+result ``(F, N*Ho*Wo)`` holds the output channel-major, ``(F, N, Ho, Wo)`` in memory. Layers
+hand such arrays on as ``(N, F, Ho, Wo)`` transposed views ("channel-major views").
+Elementwise numpy operations keep the memory order of their inputs, so batch norm, ReLU,
+pooling and the next ``im2col`` all read channel-major memory without a transpose. The
+kernels here accept any layout; what they allocate, they allocate channel-major.
 """
 
 from __future__ import annotations
@@ -21,15 +23,41 @@ def strided(start: int, stride: int, count: int) -> slice:
     return slice(start, start + stride * count, stride)
 
 
-def pad2d(x: np.ndarray, pad: int) -> np.ndarray:
-    """Zero-pad the last two axes by ``pad`` on every side; x itself when pad is 0.
+def channel_major(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A new uninitialised (N, C, H, W) array laid out as (C, N, H, W) in memory."""
+    n, c, h, w = shape
+    return np.empty((c, n, h, w), dtype).transpose(1, 0, 2, 3)
 
-    x: (..., H, W) -> (..., H + 2*pad, W + 2*pad)
+
+def channel_rows(x: np.ndarray) -> np.ndarray:
+    """The values of each channel (or feature) as one row.
+
+    x: (N, C, H, W) -> (C, N*H*W), a view when x is channel-major (a copy otherwise);
+    x: (N, D) -> (D, N), a view.
     """
-    if pad == 0:
-        return x
-    widths = [(0, 0)] * (x.ndim - 2) + [(pad, pad), (pad, pad)]
-    return np.pad(x, widths)
+    if x.ndim == 2:
+        return x.T
+    return x.transpose(1, 0, 2, 3).reshape(x.shape[1], -1)
+
+
+def from_channel_rows(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The inverse of ``channel_rows``: rows (C, count) -> a view shaped ``shape``."""
+    if len(shape) == 2:
+        return rows.T
+    n, c, h, w = shape
+    return rows.reshape(c, n, h, w).transpose(1, 0, 2, 3)
+
+
+def overlap(offset: int, pad: int, stride: int, size: int, out_size: int) -> tuple[slice, slice]:
+    """Along one axis, the outputs whose kernel ``offset`` reads real input, not padding.
+
+    Output ``o`` reads input ``stride*o + offset - pad``. Returns (outputs, inputs): the
+    slice of outputs for which that index lies in [0, size), and the slice of those indices.
+    """
+    first = min(out_size, max(0, -((offset - pad) // stride)))
+    last = max(first, min(out_size, (size - 1 + pad - offset) // stride + 1))
+    start = stride * first + offset - pad
+    return slice(first, last), strided(start, stride, last - first)
 
 
 def windows(x: np.ndarray, kh: int, kw: int, stride: int) -> np.ndarray:
@@ -40,35 +68,87 @@ def windows(x: np.ndarray, kh: int, kw: int, stride: int) -> np.ndarray:
     return sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
 
 
-def im2col(x: np.ndarray, kh: int, kw: int, stride: int, pad: int) -> np.ndarray:
-    """Unfold every window of the padded input into a column.
+def im2col(
+    x: np.ndarray, kh: int, kw: int, stride: int, pad: int, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Unfold every window of the zero-padded input into a column.
 
-    x: (N, C, H, W) -> cols: (C*kh*kw, N*Ho*Wo). Rows are ordered (c, i, j), matching
-    ``W.reshape(F, C*kh*kw)``; columns are ordered (n, oh, ow).
+    x: (N, C, H, W), any memory layout -> cols: (C*kh*kw, N*Ho*Wo). Rows are ordered
+    (c, i, j), matching ``W.reshape(F, C*kh*kw)``; columns are ordered (n, oh, ow).
+    ``out``, a C-contiguous array of that shape, receives the result when given.
     """
-    view = windows(pad2d(x, pad), kh, kw, stride)  # (N, C, Ho, Wo, kh, kw)
-    n, c, ho, wo = view.shape[:4]
-    # The reshape of the transposed view is the one copy im2col makes.
-    return view.transpose(1, 4, 5, 0, 2, 3).reshape(c * kh * kw, n * ho * wo)
+    n, c, h, w = x.shape
+    ho, wo = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
+    source = x.transpose(1, 0, 2, 3)  # (C, N, H, W), a view
+    if pad:
+        source = np.zeros((c, n, h + 2 * pad, w + 2 * pad), x.dtype)
+        source[:, :, pad : pad + h, pad : pad + w] = x.transpose(1, 0, 2, 3)
+    view = windows(source, kh, kw, stride)  # (C, N, Ho, Wo, kh, kw)
+    if out is None:
+        out = np.empty((c * kh * kw, n * ho * wo), x.dtype)
+    # One copy of every window: the view's offsets become rows, its positions columns.
+    np.copyto(out.reshape(c, kh, kw, n, ho, wo), view.transpose(0, 4, 5, 1, 2, 3))
+    return out
 
 
 def col2im(
     cols: np.ndarray, x_shape: tuple[int, ...], kh: int, kw: int, stride: int, pad: int
 ) -> np.ndarray:
-    """The adjoint of ``im2col``: add each column back onto the window it came from.
+    """The adjoint of ``im2col``: add each column back onto the pixels its window read.
 
-    cols: (C*kh*kw, N*Ho*Wo) -> (N, C, H, W), a view of a (C, N, H + 2*pad, W + 2*pad) buffer.
+    cols: (C*kh*kw, N*Ho*Wo) -> (N, C, H, W), a channel-major view of a new array; what
+    fell on the padding is dropped.
     """
     n, c, h, w = x_shape
-    hp, wp = h + 2 * pad, w + 2 * pad
-    ho, wo = (hp - kh) // stride + 1, (wp - kw) // stride + 1
+    ho, wo = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
     patches = cols.reshape(c, kh, kw, n, ho, wo)
-    out = np.zeros((c, n, hp, wp), dtype=cols.dtype)
+    out = np.zeros((c, n, h, w), dtype=cols.dtype)
     for i in range(kh):
+        rows, in_rows = overlap(i, pad, stride, h, ho)
         for j in range(kw):
-            # Offset (i, j) of every window lands on rows i, i + stride, ... (likewise columns).
-            out[:, :, strided(i, stride, ho), strided(j, stride, wo)] += patches[:, i, j]
-    return out[:, :, pad : pad + h, pad : pad + w].transpose(1, 0, 2, 3)
+            columns, in_columns = overlap(j, pad, stride, w, wo)
+            out[:, :, in_rows, in_columns] += patches[:, i, j, :, rows, columns]
+    return out.transpose(1, 0, 2, 3)
+
+
+def maxpool2x2_forward(x: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """Max over 2x2 windows at stride 2, and which element of each window was the maximum.
+
+    x: (N, C, H, W), any layout -> y: (N, C, H//2, W//2) in x's memory order, and ``first``:
+    three bool arrays shaped like y, (top row >= bottom row, top left >= top right, bottom
+    left >= bottom right), which pick the first maximum in row-major order on ties.
+    """
+    ho, wo = x.shape[2] // 2, x.shape[3] // 2
+    a, b, c, d = (x[:, :, strided(i, 2, ho), strided(j, 2, wo)] for i in (0, 1) for j in (0, 1))
+    top, bottom = np.maximum(a, b), np.maximum(c, d)
+    first = (top >= bottom, a >= b, c >= d)
+    return np.maximum(top, bottom), first
+
+
+def maxpool2x2_backward(
+    dy: np.ndarray, first: tuple[np.ndarray, ...], x_shape: tuple[int, ...]
+) -> np.ndarray:
+    """Route each output gradient to the maximum ``maxpool2x2_forward`` picked.
+
+    dy: (N, C, Ho, Wo) -> dx: (N, C, H, W), channel-major; rows and columns past 2*Ho and
+    2*Wo (odd sizes) get zero.
+    """
+    in_top, left_top, left_bottom = first
+    dx = channel_major(x_shape, dy.dtype)
+    ho, wo = dy.shape[2:]
+    if dx.shape[2] > 2 * ho or dx.shape[3] > 2 * wo:
+        dx[:, :, 2 * ho :] = 0
+        dx[:, :, :, 2 * wo :] = 0
+    a, b, c, d = (dx[:, :, strided(i, 2, ho), strided(j, 2, wo)] for i in (0, 1) for j in (0, 1))
+    # Each split is exact: g * 1 == g, g * 0 == 0, and g - g == 0. top and bottom take the
+    # masks' layout (x's), whatever dy's, so that the operations below run in memory order.
+    top = np.multiply(dy, in_top, out=np.empty_like(in_top, dtype=dy.dtype))
+    bottom = np.subtract(dy, top, out=np.empty_like(top))
+    np.multiply(top, left_top, out=a)
+    np.subtract(top, a, out=b)
+    np.multiply(bottom, left_bottom, out=c)
+    np.subtract(bottom, c, out=d)
+    return dx
 
 
 def maxpool_forward(x: np.ndarray, size: int, stride: int) -> tuple[np.ndarray, np.ndarray]:

@@ -36,6 +36,7 @@ CASES: dict[str, list[Case]] = {
         Case({"filters": 2, "kernel": 2, "stride": 2, "padding": 1, "bias": False}, (3, 5, 6)),
         Case({"filters": 2, "kernel": 3, "stride": 2, "padding": "same"}, (2, 6, 5)),
         Case({"filters": 2, "kernel": 1, "init": "xavier"}, (3, 3, 3)),
+        Case({"filters": 2, "kernel": 2, "padding": 2}, (2, 3, 4)),
     ],
     "maxpool": [
         Case({"size": 2}, (2, 4, 4)),

@@ -81,10 +81,38 @@ def test_conv_as_one_matrix_product_matches_the_loop():
     np.testing.assert_allclose(y, reference.conv2d(x, w, None, 2, 1), rtol=1e-12)
 
 
-def test_pad2d_returns_the_input_itself_without_padding():
-    x = np.zeros((1, 1, 2, 2))
-    assert ops.pad2d(x, 0) is x
-    assert ops.pad2d(x, 2).shape == (1, 1, 6, 6)
+@settings(max_examples=60, deadline=None)
+@given(window_cases())
+def test_im2col_writes_every_element_of_out(case):
+    # A reused buffer holds old values (NaN here); im2col must overwrite all of them.
+    x_shape, (kh, kw), stride, pad = case
+    x = np.random.default_rng(8).standard_normal(x_shape)
+    expected = ops.im2col(x, kh, kw, stride, pad)
+    out = np.full(expected.shape, np.nan)
+    assert ops.im2col(x, kh, kw, stride, pad, out) is out
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("size", [1, 2, 5])
+@pytest.mark.parametrize("stride", [1, 2, 3])
+@pytest.mark.parametrize("pad", [0, 1, 2])
+@pytest.mark.parametrize("offset", [0, 1, 2, 3])
+def test_overlap_lists_the_outputs_that_read_real_input(size, stride, pad, offset):
+    out_size = max(0, (size + 2 * pad - offset - 1) // stride + 1)
+    outputs, inputs = ops.overlap(offset, pad, stride, size, out_size)
+    reads = [(o, stride * o + offset - pad) for o in range(out_size)]
+    inside = [(o, i) for o, i in reads if 0 <= i < size]
+    assert list(range(out_size))[outputs] == [o for o, _ in inside]
+    assert list(range(size))[inputs] == [i for _, i in inside]
+
+
+def test_kernels_accept_channel_major_input_and_return_it():
+    x = np.random.default_rng(9).standard_normal((2, 3, 5, 5))
+    channel_major = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    cols = ops.im2col(x, 3, 3, 1, 1)
+    np.testing.assert_array_equal(ops.im2col(channel_major, 3, 3, 1, 1), cols)
+    dx = ops.col2im(cols, x.shape, 3, 3, 1, 1)
+    assert dx.transpose(1, 0, 2, 3).flags.c_contiguous
 
 
 POOLS = [(2, 2, 4), (2, 2, 5), (3, 1, 5), (3, 2, 7), (2, 3, 8), (1, 1, 3), (4, 4, 4)]
@@ -120,6 +148,25 @@ def test_maxpool_backward_sends_ties_to_the_first_maximum(size, stride, hw):
     )
 
 
+@pytest.mark.parametrize("hw", [(4, 4), (5, 7), (2, 3), (6, 2)])
+@pytest.mark.parametrize("levels", [2, 3, 1000], ids=["ties", "some ties", "distinct"])
+@pytest.mark.parametrize("layout", ["batch-major", "channel-major"])
+def test_maxpool2x2_matches_the_general_kernel(hw, levels, layout):
+    # Few levels make most windows hold ties: exactly one maximum per window gets dy.
+    rng = np.random.default_rng(10)
+    x = rng.integers(0, levels, (3, 2, *hw)).astype(np.float64)
+    if layout == "channel-major":
+        x = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    y, argmax = ops.maxpool_forward(x, 2, 2)
+    fast_y, first = ops.maxpool2x2_forward(x)
+    np.testing.assert_array_equal(fast_y, y)
+    dy = rng.standard_normal(y.shape)
+    dx = ops.maxpool2x2_backward(dy, first, x.shape)
+    np.testing.assert_array_equal(dx, ops.maxpool_backward(dy, argmax, x.shape, 2, 2))
+    np.testing.assert_array_equal(dx, reference.maxpool2d_backward(x, dy, 2, 2))
+    assert np.count_nonzero(dx) == np.count_nonzero(dy)
+
+
 @pytest.mark.parametrize(("size", "stride", "hw"), POOLS)
 def test_avgpool_backward_is_the_adjoint_of_avgpool(size, stride, hw):
     rng = np.random.default_rng(6)
@@ -138,5 +185,8 @@ def test_kernels_keep_float32():
     y, argmax = ops.maxpool_forward(x, 2, 2)
     assert y.dtype == np.float32
     assert ops.maxpool_backward(y, argmax, x.shape, 2, 2).dtype == np.float32
+    y, first = ops.maxpool2x2_forward(x)
+    assert y.dtype == np.float32
+    assert ops.maxpool2x2_backward(y, first, x.shape).dtype == np.float32
     assert ops.avgpool_forward(x, 2, 2).dtype == np.float32
     assert ops.avgpool_backward(y, x.shape, 2, 2).dtype == np.float32

@@ -28,7 +28,8 @@ class Layer(ABC):
 
     Protocol: ``output_shape`` (pure, per-sample shapes), ``build`` (allocates ``params``,
     ``grads`` and ``buffers``), ``forward(x, train)`` caching what ``backward(dy)`` needs,
-    ``backward`` returning ``dx`` shaped like ``x`` and filling ``grads``.
+    ``backward`` returning ``dx`` shaped like ``x`` and filling ``grads`` (``backward_params``
+    only fills ``grads``).
     Merge layers (``merge = True``) take lists of inputs and input shapes, and ``backward``
     returns a list of gradients, one per input.
 
@@ -93,6 +94,12 @@ class Layer(ABC):
     @abstractmethod
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dy: gradient of the loss w.r.t. the output -> gradient w.r.t. the input."""
+
+    def backward_params(self, dy: np.ndarray) -> None:
+        """Fill ``grads`` from dy when no gradient w.r.t. the input is wanted (the layer
+        reads the network's input); layers whose dx costs much skip computing it."""
+        if self.params:
+            self.backward(dy)
 
 
 REGISTRY = Registry("layer")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -13,6 +14,10 @@ from cnnbuild.layers.base import INIT, Layer, Shape, register
 from cnnbuild.layers.init import init_weights
 from cnnbuild.options import Option, boolean, integer
 from cnnbuild.shapes import same_padding, window_output
+
+# Bytes of columns unfolded at a time: small enough to stay in cache for the matrix product
+# that reads them, large enough for that product to run at speed.
+CHUNK = 4 * 2**20
 
 PADDING = Option(
     {"oneOf": [{"type": "string", "enum": ["same", "valid"]}, {"type": "integer", "minimum": 0}]},
@@ -50,6 +55,10 @@ class Conv(Layer):
 
     def __init__(self, name: str | None = None, **config: Any) -> None:
         super().__init__(name, **config)
+        # Flat buffers reused from call to call: the columns of a training batch, and those
+        # of one chunk of images.
+        self._columns: np.ndarray | None = None
+        self._scratch: np.ndarray | None = None
         kernel = self.config["kernel"]
         if self.config["padding"] == "same" and kernel % 2 == 0:
             raise ConfigError(
@@ -93,25 +102,99 @@ class Conv(Layer):
         self._set_params(**params)
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        """x: (N, C, H, W) -> (N, F, Ho, Wo), a transposed view of an (F, N, Ho, Wo) buffer."""
+        """x: (N, C, H, W) -> (N, F, Ho, Wo), a channel-major view of an (F, N, Ho, Wo) array.
+
+        Unfolds and multiplies a chunk of images at a time, so that each product reads its
+        columns from cache. Training keeps all the columns for backward, in a buffer reused
+        from step to step; inference frees that buffer and reuses one chunk's.
+        """
         k, s = self.config["kernel"], self.config["stride"]
         f, ho, wo = self.output_shape(x.shape[1:])
-        self._x_shape = x.shape
-        self._cols = ops.im2col(x, k, k, s, self.pad)  # (C*k*k, N*Ho*Wo)
-        y = self.params["W"].reshape(f, -1) @ self._cols  # (F, N*Ho*Wo)
+        weights = self.params["W"].reshape(f, -1)  # (F, C*k*k)
+        rows = weights.shape[1]
+        y = np.empty((f, len(x), ho, wo), x.dtype)
+        kept = []
+        if train:  # (C*k*k, N*Ho*Wo) for the whole batch, a chunk's columns after another's
+            columns = self._buffer("_columns", rows * len(x) * ho * wo, x.dtype)
+        else:
+            self._columns = None  # inference needs less: give the memory back
+        for part in self._chunks(x, rows * ho * wo):
+            count = len(x[part]) * ho * wo
+            if train:
+                start = rows * part.start * ho * wo
+                cols = columns[start : start + rows * count].reshape(rows, count)
+                kept.append(cols)
+            else:
+                cols = self._matrix("_scratch", rows, count, x.dtype)
+            ops.im2col(x[part], k, k, s, self.pad, cols)
+            np.matmul(weights, cols, out=y[:, part].reshape(f, -1))
         if self.config["bias"]:
-            y += self.params["b"][:, None]
-        return y.reshape(f, len(x), ho, wo).transpose(1, 0, 2, 3)
+            y += self.params["b"][:, None, None, None]
+        self._x, self._cols = x, kept or None
+        return y.transpose(1, 0, 2, 3)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        """dy: (N, F, Ho, Wo) -> dx: (N, C, H, W); fills grads W (F, C, k, k) and b (F,)."""
+        """dy: (N, F, Ho, Wo) -> dx: (N, C, H, W), channel-major; fills grads W (F, C, k, k)
+        and b (F,)."""
+        k, s, pad = self.config["kernel"], self.config["stride"], self.pad
+        x, weights = self._x, self.params["W"]
+        f, c = weights.shape[:2]
+        n, _, h, w = x.shape
+        dx = np.empty((c, n, h, w), dy.dtype)
+        # Stride 1: dx is dy, padded by k-1-pad, convolved with the kernel turned by 180
+        # degrees and its channel axes swapped; unfolding dy costs less than col2im.
+        by_convolution = s == 1 and pad < k
+        turned = weights[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(c, -1)  # (C, F*k*k)
+        for part in self._weight_gradients(dy):
+            dx_part = dx[:, part]  # (C, n, H, W)
+            if by_convolution:
+                dy_cols = self._matrix("_scratch", turned.shape[1], dx_part[0].size, dy.dtype)
+                ops.im2col(dy[part], k, k, 1, k - 1 - pad, dy_cols)
+                np.matmul(turned, dy_cols, out=dx_part.reshape(c, -1))
+            else:
+                dcols = weights.reshape(f, -1).T @ ops.channel_rows(dy[part])
+                dx_part[...] = ops.col2im(dcols, x[part].shape, k, k, s, pad).transpose(1, 0, 2, 3)
+        return dx.transpose(1, 0, 2, 3)
+
+    def backward_params(self, dy: np.ndarray) -> None:
+        for _ in self._weight_gradients(dy):
+            pass
+
+    def _weight_gradients(self, dy: np.ndarray) -> Iterator[slice]:
+        """Fill grads W and b a chunk of images at a time, from the columns training kept
+        (or x unfolded again); yields each chunk once its share of dW is added, so that
+        backward finds the chunk's data in cache."""
         k, s = self.config["kernel"], self.config["stride"]
-        weights = self.params["W"]
-        f = len(weights)
-        # (F, N*Ho*Wo); no copy when dy has the layout of this layer's output.
-        dy_mat = dy.transpose(1, 0, 2, 3).reshape(f, -1)
-        self.grads["W"][...] = (dy_mat @ self._cols.T).reshape(weights.shape)
+        x, kept = self._x, self._cols
+        rows = self.params["W"][0].size  # C*k*k
+        dw = np.zeros((rows, len(self.params["W"])), dy.dtype)  # dW^T
+        for i, part in enumerate(self._chunks(x, rows * dy.shape[2] * dy.shape[3])):
+            dy_part = ops.channel_rows(dy[part])  # (F, n*Ho*Wo)
+            if kept:
+                cols = kept[i]
+            else:
+                cols = self._matrix("_scratch", rows, dy_part.shape[1], x.dtype)
+                ops.im2col(x[part], k, k, s, self.pad, cols)
+            dw += cols @ dy_part.T  # runs faster in OpenBLAS than dy_part @ cols.T
+            yield part
+        self.grads["W"].reshape(len(dw.T), rows)[...] = dw.T
         if self.config["bias"]:
-            self.grads["b"][...] = dy_mat.sum(axis=1)
-        dcols = weights.reshape(f, -1).T @ dy_mat  # (C*k*k, N*Ho*Wo)
-        return ops.col2im(dcols, self._x_shape, k, k, s, self.pad)
+            np.sum(dy, axis=(0, 2, 3), out=self.grads["b"])
+
+    def _buffer(self, name: str, size: int, dtype: np.dtype) -> np.ndarray:
+        """The flat array in attribute ``name``, replaced by a larger one when too small."""
+        buffer = getattr(self, name)
+        if buffer is None or buffer.size < size or buffer.dtype != dtype:
+            buffer = np.empty(size, dtype)
+            setattr(self, name, buffer)
+        return buffer
+
+    def _matrix(self, name: str, rows: int, columns: int, dtype: np.dtype) -> np.ndarray:
+        """A (rows, columns) view of the start of the buffer in attribute ``name``."""
+        return self._buffer(name, rows * columns, dtype)[: rows * columns].reshape(rows, columns)
+
+    @staticmethod
+    def _chunks(x: np.ndarray, values_per_image: int) -> list[slice]:
+        """Slices of x's images whose columns take at most CHUNK bytes (one image at least)."""
+        step = max(1, CHUNK // (values_per_image * x.itemsize))
+        return [slice(start, start + step) for start in range(0, len(x), step)]

@@ -53,7 +53,10 @@ class Dense(Layer):
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dy: (N, units) -> dx: (N, *input_shape); fills grads W (D, units) and b (units,)."""
-        self.grads["W"][...] = self._x.T @ dy
-        if self.config["bias"]:
-            self.grads["b"][...] = dy.sum(axis=0)
+        self.backward_params(dy)
         return (dy @ self.params["W"].T).reshape(self._x_shape)
+
+    def backward_params(self, dy: np.ndarray) -> None:
+        np.matmul(self._x.T, dy, out=self.grads["W"])
+        if self.config["bias"]:
+            np.sum(dy, axis=0, out=self.grads["b"])

@@ -8,6 +8,7 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from cnnbuild import ops
 from cnnbuild.errors import ShapeError
 from cnnbuild.layers.base import Layer, Shape, register
 from cnnbuild.options import Option, number
@@ -59,44 +60,65 @@ class BatchNorm(Layer):
         }
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        """x: (N, D) or (N, C, H, W) -> same shape."""
-        # Statistics are per channel (axis 1); `shape` broadcasts (C,) arrays against x.
-        self._axes = (0,) if x.ndim == 2 else (0, 2, 3)
-        shape = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)
+        """x: (N, D) or (N, C, H, W) -> same shape, in x's memory order."""
+        z = ops.channel_rows(x)  # (C, count)
+        count = z.shape[1]
+        eps = self.config["eps"]
+        gamma, beta = self.params["gamma"][:, None], self.params["beta"][:, None]
+        self._shape, self._train = x.shape, train
         if train:
-            count = x.size // x.shape[1]
             if count < 2:
                 raise ShapeError(
                     f"batchnorm '{self.name}' needs more than one value per channel to train, "
                     f"received a batch of shape {x.shape}"
                 )
-            mean = x.mean(axis=self._axes)
-            var = x.var(axis=self._axes)
+            mean = z.mean(axis=1)
+            xhat = z - mean[:, None]
+            var = row_dots(xhat, xhat) / count
+            self._inv_std = 1 / np.sqrt(var + eps)
+            xhat *= self._inv_std[:, None]
             momentum = self.config["momentum"]
             for key, stat in (("running_mean", mean), ("running_var", var * count / (count - 1))):
                 running = self.buffers[key]
                 running *= momentum
                 running += (1 - momentum) * stat
+            self._cached = xhat
+            y = xhat * gamma
+            y += beta
         else:
-            mean, var = self.buffers["running_mean"], self.buffers["running_var"]
-        self._train = train
-        self._inv_std = (1 / np.sqrt(var + self.config["eps"])).reshape(shape)
-        self._xhat = (x - mean.reshape(shape)) * self._inv_std
-        gamma, beta = self.params["gamma"].reshape(shape), self.params["beta"].reshape(shape)
-        return gamma * self._xhat + beta
+            # Inference is a per-channel scale and shift; backward rebuilds xhat from z.
+            self._inv_std = 1 / np.sqrt(self.buffers["running_var"] + eps)
+            self._cached = z
+            scale = gamma * self._inv_std[:, None]
+            y = z * scale
+            y += beta - self.buffers["running_mean"][:, None] * scale
+        return ops.from_channel_rows(y, x.shape)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dy: like x -> dx: like x; fills grads gamma and beta (C,)."""
-        dgamma = (dy * self._xhat).sum(axis=self._axes)
-        dbeta = dy.sum(axis=self._axes)
+        g = ops.channel_rows(dy)
+        count = g.shape[1]
+        inv_std = self._inv_std[:, None]
+        if self._train:
+            xhat = self._cached
+        else:
+            xhat = self._cached - self.buffers["running_mean"][:, None]
+            xhat *= inv_std
+        dgamma, dbeta = row_dots(g, xhat), g.sum(axis=1)
         self.grads["gamma"][...] = dgamma
         self.grads["beta"][...] = dbeta
-        shape = self._inv_std.shape
-        scale = self.params["gamma"].reshape(shape) * self._inv_std
+        scale = self.params["gamma"][:, None] * inv_std
         if not self._train:
-            return dy * scale
-        # The compact form of the gradient through the batch mean and variance.
-        count = dy.size // dy.shape[1]
-        return (scale / count) * (
-            count * dy - dbeta.reshape(shape) - self._xhat * dgamma.reshape(shape)
-        )
+            return ops.from_channel_rows(g * scale, self._shape)
+        # The compact form of the gradient through the batch mean and variance:
+        # dx = scale * (g - dbeta / count - xhat * dgamma / count).
+        dx = xhat * (dgamma / count)[:, None]
+        np.subtract(g, dx, out=dx)
+        dx -= (dbeta / count)[:, None]
+        dx *= scale
+        return ops.from_channel_rows(dx, self._shape)
+
+
+def row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """sum(a * b, axis=1) without the product array: a, b (C, M) -> (C,), as C BLAS dots."""
+    return (a[:, None, :] @ b[:, :, None])[:, 0, 0]

@@ -52,13 +52,18 @@ class MaxPool(Pool):
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         """x: (N, C, H, W) -> (N, C, Ho, Wo)."""
-        y, self._argmax = ops.maxpool_forward(x, self.size, self.stride)
         self._x_shape = x.shape
+        if self.size == self.stride == 2:
+            y, self._where = ops.maxpool2x2_forward(x)
+        else:
+            y, self._where = ops.maxpool_forward(x, self.size, self.stride)
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dy: (N, C, Ho, Wo) -> dx: (N, C, H, W); ties go to the first maximum (row-major)."""
-        return ops.maxpool_backward(dy, self._argmax, self._x_shape, self.size, self.stride)
+        if self.size == self.stride == 2:
+            return ops.maxpool2x2_backward(dy, self._where, self._x_shape)
+        return ops.maxpool_backward(dy, self._where, self._x_shape, self.size, self.stride)
 
 
 @register
@@ -96,6 +101,6 @@ class GlobalAvgPool(Layer):
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dy: (N, C) -> dx: (N, C, H, W)."""
         h, w = self._x_shape[2:]
-        dx = np.empty(self._x_shape, dtype=dy.dtype)
+        dx = ops.channel_major(self._x_shape, dy.dtype)
         dx[...] = (dy / (h * w))[:, :, None, None]
         return dx

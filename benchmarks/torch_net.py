@@ -1,0 +1,155 @@
+"""A cnnbuild network rebuilt in PyTorch, layer for layer, for side-by-side benchmarks.
+
+``TorchNet(net)`` walks the built graph (so repeats, names and ``inputs`` are already
+resolved), maps every layer type to a ``torch.nn`` module and copies the weights, so both
+networks compute the same function. The softmax output is left out: ``forward`` returns
+logits, which ``torch.nn.functional.cross_entropy`` expects.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnbuild.graph import INPUT, Network, Node
+
+
+def _module(node: Node) -> nn.Module:
+    """The torch module computing ``node``'s layer (merge layers are done in ``forward``)."""
+    layer, config = node.layer, node.layer.config
+    kind = layer.type_name
+    if kind == "conv":
+        return nn.Conv2d(
+            node.input_shapes[0][0],
+            config["filters"],
+            config["kernel"],
+            stride=config["stride"],
+            padding=layer.pad,
+            bias=config["bias"],
+        )
+    if kind == "dense":
+        features = int(np.prod(node.input_shapes[0]))
+        return nn.Sequential(nn.Flatten(), nn.Linear(features, config["units"], config["bias"]))
+    if kind == "batchnorm":
+        norm = nn.BatchNorm2d if len(node.input_shapes[0]) == 3 else nn.BatchNorm1d
+        # torch's momentum weighs the new statistics, ours the old ones.
+        return norm(node.output_shape[0], eps=config["eps"], momentum=1 - config["momentum"])
+    if kind in ("maxpool", "avgpool"):
+        pool = nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d
+        return pool(layer.size, layer.stride)
+    simple = {
+        "relu": lambda: nn.ReLU(),
+        "leaky_relu": lambda: nn.LeakyReLU(config["slope"]),
+        "sigmoid": lambda: nn.Sigmoid(),
+        "tanh": lambda: nn.Tanh(),
+        "dropout": lambda: nn.Dropout(config.get("rate", 0.5)),
+        "flatten": lambda: nn.Flatten(),
+        "global_avgpool": lambda: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+        "add": lambda: nn.Identity(),
+        "concat": lambda: nn.Identity(),
+        "softmax": lambda: nn.Identity(),
+    }
+    if kind not in simple:
+        raise ValueError(f"no torch translation for layer type {kind!r}")
+    return simple[kind]()
+
+
+class TorchNet(nn.Module):
+    """The same graph as ``net`` in torch; ``forward`` returns the logits (N, classes)."""
+
+    def __init__(self, net: Network) -> None:
+        super().__init__()
+        nodes = [node for node in net.nodes if node.layer.type_name != "softmax"]
+        self.inputs = [node.inputs for node in nodes]
+        self.names = [node.name for node in nodes]
+        self.kinds = [node.layer.type_name for node in nodes]
+        self.steps = nn.ModuleList(_module(node) for node in nodes)
+        self.output = net.output.inputs[0]
+        with torch.no_grad():
+            for node, module in zip(nodes, self.steps, strict=True):
+                _copy_weights(node, module)
+
+    def parameter_groups(self) -> list[dict]:
+        """Weights of convolutions and linear layers, which take weight decay, then the
+        rest, which does not (as cnnbuild decays only keys ending in ".W")."""
+        weights = [m.weight for m in self.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        chosen = {id(w) for w in weights}
+        rest = [p for p in self.parameters() if id(p) not in chosen]
+        return [{"params": weights}, {"params": rest, "weight_decay": 0.0}]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values = {INPUT: x}
+        for names, name, kind, module in zip(
+            self.inputs, self.names, self.kinds, self.steps, strict=True
+        ):
+            xs = [values[n] for n in names]
+            if kind == "add":
+                values[name] = sum(xs[1:], xs[0])
+            elif kind == "concat":
+                values[name] = torch.cat(xs, dim=1)
+            else:
+                values[name] = module(xs[0])
+        return values[self.output]
+
+
+def _copy_weights(node: Node, module: nn.Module) -> None:
+    layer = node.layer
+    params = {
+        key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in layer.params.items()
+    }
+    kind = layer.type_name
+    if kind == "conv":
+        module.weight.copy_(params["W"])
+        if "b" in params:
+            module.bias.copy_(params["b"])
+    elif kind == "dense":
+        linear = module[1]
+        linear.weight.copy_(params["W"].T)
+        if "b" in params:
+            linear.bias.copy_(params["b"])
+    elif kind == "batchnorm":
+        module.weight.copy_(params["gamma"])
+        module.bias.copy_(params["beta"])
+        module.running_mean.copy_(torch.from_numpy(layer.buffers["running_mean"]))
+        module.running_var.copy_(torch.from_numpy(layer.buffers["running_var"]))
+
+
+def torch_optimizer(config: dict, params) -> torch.optim.Optimizer:
+    """The torch.optim equivalent of a cnnbuild optimizer config ({"type": "adam", ...})."""
+    options = dict(config)
+    kind = options.pop("type")
+    lr = options.pop("lr", None)
+    decay = options.pop("weight_decay", 0.0)
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr or 0.01, weight_decay=decay)
+    if kind == "momentum":
+        return torch.optim.SGD(
+            params, lr=lr or 0.01, momentum=options.get("momentum", 0.9), weight_decay=decay
+        )
+    if kind == "adam":
+        betas = (options.get("beta1", 0.9), options.get("beta2", 0.999))
+        return torch.optim.Adam(
+            params, lr=lr or 0.001, betas=betas, eps=options.get("eps", 1e-8), weight_decay=decay
+        )
+    if kind == "rmsprop":
+        return torch.optim.RMSprop(
+            params,
+            lr=lr or 0.001,
+            alpha=options.get("rho", 0.9),
+            eps=options.get("eps", 1e-8),
+            weight_decay=decay,
+        )
+    if kind == "adagrad":
+        return torch.optim.Adagrad(
+            params, lr=lr or 0.01, eps=options.get("eps", 1e-8), weight_decay=decay
+        )
+    if kind == "adadelta":
+        return torch.optim.Adadelta(
+            params,
+            lr=lr or 1.0,
+            rho=options.get("rho", 0.95),
+            eps=options.get("eps", 1e-6),
+            weight_decay=decay,
+        )
+    raise ValueError(f"no torch optimizer for {kind!r}")
