@@ -33,6 +33,21 @@ def http_server() -> Iterator[Server]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    """train/<class>/*.png and test/<class>/*.png of the tiny task, as a user's own data."""
+    image = pytest.importorskip("PIL.Image")
+    from test_train import tiny_dataset
+
+    root = tmp_path_factory.mktemp("images")
+    for split, dataset in (("train", tiny_dataset(96, 1)), ("test", tiny_dataset(48, 2))):
+        for i, (pixels, label) in enumerate(zip(dataset.images, dataset.labels, strict=True)):
+            folder = root / split / f"{label}_{dataset.class_names[label]}"
+            folder.mkdir(parents=True, exist_ok=True)
+            image.fromarray(pixels[0]).save(folder / f"{i}.png")
+    return root
+
+
 def pytest_terminal_summary(terminalreporter):
     """Print the figures of the promise tests (tests/test_promise_*.py) after the run."""
     from promises import table

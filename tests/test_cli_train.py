@@ -9,24 +9,12 @@ import time
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_train import SPEC, tiny_dataset
+from test_train import SPEC
 
 from cnnbuild.checkpoint import load_checkpoint
 from cnnbuild.cli import main
 
 Image = pytest.importorskip("PIL.Image")
-
-
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory):
-    """train/<class>/*.png and test/<class>/*.png, as a user's own data would be."""
-    root = tmp_path_factory.mktemp("images")
-    for split, dataset in (("train", tiny_dataset(96, 1)), ("test", tiny_dataset(48, 2))):
-        for i, (image, label) in enumerate(zip(dataset.images, dataset.labels, strict=True)):
-            folder = root / split / f"{label}_{dataset.class_names[label]}"
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image[0]).save(folder / f"{i}.png")
-    return root
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from promises import count, record
+from test_train import StopAfter
 
 import cnnbuild
 from cnnbuild.checkpoint import META_KEY, VERSION_KEY, load_checkpoint
@@ -54,21 +55,6 @@ TRAIN, TEST = digits(24, 0), digits(8, 1)
 def trainer(run_dir: Path) -> Trainer:
     net = cnnbuild.loads(SPEC, seed=0)
     return Trainer(net, resolve_config(net.spec, epochs=2), TRAIN, TEST, run_dir)
-
-
-class StopAfter:
-    """Asks the trainer to stop after ``steps`` steps, as Ctrl-C does."""
-
-    def __init__(self, steps: int) -> None:
-        self.steps, self.trainer = steps, None
-
-    def on_batch(self, progress) -> None:
-        self.steps -= 1
-        if self.steps == 0:
-            self.trainer._stop.set()
-
-    def on_epoch(self, record) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
 from promises import count, record
-from test_train import SPEC, tiny_dataset
+from test_train import SPEC
 
 from cnnbuild.checkpoint import load_checkpoint, save_checkpoint
 from cnnbuild.cli import main
@@ -88,18 +87,6 @@ def test_sigkill_during_saves_always_leaves_a_checkpoint_that_loads(tmp_path):
         f"run {temps_after}",
     )
     assert loaded == trials and temps_after == 0
-
-
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory):
-    image = pytest.importorskip("PIL.Image")
-    root = tmp_path_factory.mktemp("images")
-    for split, dataset in (("train", tiny_dataset(96, 1)), ("test", tiny_dataset(48, 2))):
-        for i, (pixels, label) in enumerate(zip(dataset.images, dataset.labels, strict=True)):
-            folder = root / split / f"{label}_{dataset.class_names[label]}"
-            folder.mkdir(parents=True, exist_ok=True)
-            image.fromarray(pixels[0]).save(folder / f"{i}.png")
-    return root
 
 
 def state(path: Path) -> tuple[dict[str, np.ndarray], list[dict]]:

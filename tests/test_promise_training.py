@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 from promises import FULL, record
-from test_train import SPEC, TEST, TRAIN
+from test_train import SPEC, TEST, TRAIN, StopAfter
 
 import cnnbuild
 from cnnbuild.data import Dataset
@@ -25,21 +25,6 @@ def synthetic(shape: tuple[int, ...], n: int, seed: int) -> Dataset:
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
     return Dataset("synthetic", images, rng.integers(0, 10, n), tuple(map(str, range(10))))
-
-
-class StopAfter:
-    """Asks the trainer to stop after ``steps`` steps, as Ctrl-C does."""
-
-    def __init__(self, steps: int) -> None:
-        self.steps, self.trainer = steps, None
-
-    def on_batch(self, progress) -> None:
-        self.steps -= 1
-        if self.steps == 0:
-            self.trainer._stop.set()
-
-    def on_epoch(self, record) -> None:
-        pass
 
 
 def arch_trainer(arch: str, run_dir: Path, epochs: int, callback=None) -> Trainer:

@@ -89,25 +89,25 @@ def test_resume_after_an_epoch_boundary_is_bit_exact(tmp_path):
     assert without_times(straight.state.history) == without_times(resumed.state.history)
 
 
-class StopAt:
-    """Asks the trainer to stop, as Ctrl-C does, after a given number of steps."""
+class StopAfter:
+    """Asks the trainer to stop after ``steps`` steps, as Ctrl-C does."""
 
-    def __init__(self, steps):
+    def __init__(self, steps: int) -> None:
         self.steps, self.trainer = steps, None
 
-    def on_batch(self, progress):
+    def on_batch(self, progress) -> None:
         self.steps -= 1
         if self.steps == 0:
             self.trainer._stop.set()
 
-    def on_epoch(self, record):
+    def on_epoch(self, record) -> None:
         pass
 
 
 def test_resume_from_the_middle_of_an_epoch_is_bit_exact(tmp_path):
     straight = make_trainer(tmp_path / "a", 3)
     straight.fit()
-    stopper = StopAt(8)  # 6 steps an epoch: stops in the middle of epoch 2
+    stopper = StopAfter(8)  # 6 steps an epoch: stops in the middle of epoch 2
     interrupted = make_trainer(tmp_path / "b", 3, callback=stopper)
     stopper.trainer = interrupted
     with pytest.raises(TrainingStopped, match="--resume"):
