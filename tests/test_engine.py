@@ -42,7 +42,8 @@ def run_conv(config, shape, train):
 @pytest.mark.parametrize(("config", "shape"), CONVS)
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 def test_conv_in_chunks_equals_conv_of_the_whole_batch(monkeypatch, config, shape, train):
-    # Training keeps the columns for backward; inference unfolds x again in backward.
+    # Inference unfolds a chunk of images at a time (training, the whole batch); after an
+    # inference pass, backward unfolds x again.
     whole = run_conv(config, shape, train)
     monkeypatch.setattr(conv, "CHUNK", 1)  # one image at a time
     chunked = run_conv(config, shape, train)

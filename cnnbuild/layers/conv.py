@@ -15,8 +15,7 @@ from cnnbuild.layers.init import init_weights
 from cnnbuild.options import Option, boolean, integer
 from cnnbuild.shapes import same_padding, window_output
 
-# Bytes of columns unfolded at a time: small enough to stay in cache for the matrix product
-# that reads them, large enough for that product to run at speed.
+# Bytes of columns that inference unfolds at a time: its memory does not grow with the batch.
 CHUNK = 4 * 2**20
 
 PADDING = Option(
@@ -55,10 +54,7 @@ class Conv(Layer):
 
     def __init__(self, name: str | None = None, **config: Any) -> None:
         super().__init__(name, **config)
-        # Flat buffers reused from call to call: the columns of a training batch, and those
-        # of one chunk of images.
-        self._columns: np.ndarray | None = None
-        self._scratch: np.ndarray | None = None
+        self._buffer: np.ndarray | None = None  # columns, reused from call to call
         kernel = self.config["kernel"]
         if self.config["padding"] == "same" and kernel % 2 == 0:
             raise ConfigError(
@@ -104,33 +100,25 @@ class Conv(Layer):
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         """x: (N, C, H, W) -> (N, F, Ho, Wo), a channel-major view of an (F, N, Ho, Wo) array.
 
-        Unfolds and multiplies a chunk of images at a time, so that each product reads its
-        columns from cache. Training keeps all the columns for backward, in a buffer reused
-        from step to step; inference frees that buffer and reuses one chunk's.
+        Training unfolds the whole batch into one matrix, kept for backward in a buffer
+        reused from step to step: one product per pass, the fewest calls into BLAS.
+        Inference unfolds at most CHUNK bytes of columns at a time, so its buffer stays small.
         """
         k, s = self.config["kernel"], self.config["stride"]
         f, ho, wo = self.output_shape(x.shape[1:])
         weights = self.params["W"].reshape(f, -1)  # (F, C*k*k)
         rows = weights.shape[1]
+        self._parts = [slice(0, len(x))] if train else self._chunks(x, rows * ho * wo)
+        if not train and self._buffer is not None and self._buffer.nbytes > CHUNK:
+            self._buffer = None  # give a training batch's memory back
         y = np.empty((f, len(x), ho, wo), x.dtype)
-        kept = []
-        if train:  # (C*k*k, N*Ho*Wo) for the whole batch, a chunk's columns after another's
-            columns = self._buffer("_columns", rows * len(x) * ho * wo, x.dtype)
-        else:
-            self._columns = None  # inference needs less: give the memory back
-        for part in self._chunks(x, rows * ho * wo):
-            count = len(x[part]) * ho * wo
-            if train:
-                start = rows * part.start * ho * wo
-                cols = columns[start : start + rows * count].reshape(rows, count)
-                kept.append(cols)
-            else:
-                cols = self._matrix("_scratch", rows, count, x.dtype)
+        for part in self._parts:
+            cols = self._scratch(rows, len(x[part]) * ho * wo, x.dtype)
             ops.im2col(x[part], k, k, s, self.pad, cols)
             np.matmul(weights, cols, out=y[:, part].reshape(f, -1))
         if self.config["bias"]:
             y += self.params["b"][:, None, None, None]
-        self._x, self._cols = x, kept or None
+        self._x, self._cols = x, cols if train else None
         return y.transpose(1, 0, 2, 3)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
@@ -148,7 +136,7 @@ class Conv(Layer):
         for part in self._weight_gradients(dy):
             dx_part = dx[:, part]  # (C, n, H, W)
             if by_convolution:
-                dy_cols = self._matrix("_scratch", turned.shape[1], dx_part[0].size, dy.dtype)
+                dy_cols = self._scratch(turned.shape[1], dx_part[0].size, dy.dtype)
                 ops.im2col(dy[part], k, k, 1, k - 1 - pad, dy_cols)
                 np.matmul(turned, dy_cols, out=dx_part.reshape(c, -1))
             else:
@@ -161,37 +149,32 @@ class Conv(Layer):
             pass
 
     def _weight_gradients(self, dy: np.ndarray) -> Iterator[slice]:
-        """Fill grads W and b a chunk of images at a time, from the columns training kept
-        (or x unfolded again); yields each chunk once its share of dW is added, so that
-        backward finds the chunk's data in cache."""
+        """Fill grads W and b, part by part of the batch as forward split it, from the
+        columns training kept (or x unfolded again); yields each part once its share of dW
+        is added, so that backward can reuse the columns' buffer for it."""
         k, s = self.config["kernel"], self.config["stride"]
-        x, kept = self._x, self._cols
+        x, cols = self._x, self._cols
+        self._cols = None
         rows = self.params["W"][0].size  # C*k*k
         dw = np.zeros((rows, len(self.params["W"])), dy.dtype)  # dW^T
-        for i, part in enumerate(self._chunks(x, rows * dy.shape[2] * dy.shape[3])):
+        for part in self._parts:
             dy_part = ops.channel_rows(dy[part])  # (F, n*Ho*Wo)
-            if kept:
-                cols = kept[i]
-            else:
-                cols = self._matrix("_scratch", rows, dy_part.shape[1], x.dtype)
+            if cols is None:
+                cols = self._scratch(rows, dy_part.shape[1], x.dtype)
                 ops.im2col(x[part], k, k, s, self.pad, cols)
             dw += cols @ dy_part.T  # runs faster in OpenBLAS than dy_part @ cols.T
+            cols = None
             yield part
         self.grads["W"].reshape(len(dw.T), rows)[...] = dw.T
         if self.config["bias"]:
             np.sum(dy, axis=(0, 2, 3), out=self.grads["b"])
 
-    def _buffer(self, name: str, size: int, dtype: np.dtype) -> np.ndarray:
-        """The flat array in attribute ``name``, replaced by a larger one when too small."""
-        buffer = getattr(self, name)
-        if buffer is None or buffer.size < size or buffer.dtype != dtype:
-            buffer = np.empty(size, dtype)
-            setattr(self, name, buffer)
-        return buffer
-
-    def _matrix(self, name: str, rows: int, columns: int, dtype: np.dtype) -> np.ndarray:
-        """A (rows, columns) view of the start of the buffer in attribute ``name``."""
-        return self._buffer(name, rows * columns, dtype)[: rows * columns].reshape(rows, columns)
+    def _scratch(self, rows: int, columns: int, dtype: np.dtype) -> np.ndarray:
+        """A (rows, columns) view of this layer's buffer, replaced by a larger one if need be."""
+        size = rows * columns
+        if self._buffer is None or self._buffer.size < size or self._buffer.dtype != dtype:
+            self._buffer = np.empty(size, dtype)
+        return self._buffer[:size].reshape(rows, columns)
 
     @staticmethod
     def _chunks(x: np.ndarray, values_per_image: int) -> list[slice]:
