@@ -5,7 +5,7 @@ the final test accuracy and the wall time.
 
 CIFAR-10 is not shipped: build the standard batches from ../shared/data with
 ``python3 ../shared/data/cifar10_from_jpeg.py /tmp/cifar`` (needs Pillow). Results go to
-benchmarks/results/accuracy-<time>.json and .md.
+benchmarks/results/accuracy-<time>.json (with each spec file's text) and .md.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def train(spec: Path, out: Path, data_dir: str | None) -> dict:
     last = history[-1]
     return {
         "spec": str(spec),
+        "spec_text": spec.read_text(),
         "command": " ".join(["cnnbuild", *command[3:]]),
         "epochs": int(last["epoch"]),
         "test_accuracy": float(last["test_accuracy"]),
