@@ -23,10 +23,12 @@ import numpy as np
 
 from cnnbuild import ops
 from cnnbuild.builder import load
+from cnnbuild.graph import INPUT
 from cnnbuild.layers.conv import Conv
 
 
 def median_ms(function: Callable[[], object], repeats: int = 5) -> float:
+    """Median milliseconds of ``repeats`` calls, after one call to warm up."""
     function()
     samples = []
     for _ in range(repeats):
@@ -104,12 +106,12 @@ def main() -> None:
     for node in net.nodes:
         if not isinstance(node.layer, Conv):
             continue
-        first = node.inputs == ["input"]
+        first = node.inputs == [INPUT]
         times = profile(node.layer, node.input_shapes[0], args.batch_size, first)
-        gemm_ms = sum(v for name, v in times.items() if name.endswith("GEMM"))
-        products = 2 if first else 3  # forward, dW, and dx unless the layer reads the input
+        products = [name for name in times if name.endswith("GEMM")]
+        gemm_ms = sum(times[name] for name in products)
         macs = node.layer.macs(node.input_shapes[0], node.output_shape) * args.batch_size
-        gflops = 2 * macs * products / gemm_ms / 1e6
+        gflops = 2 * macs * len(products) / gemm_ms / 1e6
         cells = [f"{times[c]:.1f}" if c in times else "–" for c in columns]
         cells += [f"{gemm_ms / times['layer']:.0%}", f"{gflops:.0f}"]
         print(f"| {node.name} | {' | '.join(cells)} |", flush=True)
