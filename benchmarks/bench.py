@@ -134,7 +134,7 @@ def torch_contender(spec: Path, batch_size: int, eval_size: int, threads: int) -
     torch.set_num_threads(threads)
     net = load(spec, seed=0)
     model = TorchNet(net)
-    optimizer = torch_optimizer(spec_optimizer(net), model.parameter_groups())
+    optimizer = torch_optimizer(make_optimizer(spec_optimizer(net), net.params), model)
     x, labels = batch(net.input_shape, net.classes, batch_size)
     x, labels = torch.from_numpy(x), torch.from_numpy(labels)
     x_eval = torch.from_numpy(batch(net.input_shape, net.classes, eval_size, seed=1)[0])

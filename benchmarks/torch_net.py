@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from cnnbuild.graph import INPUT, Network, Node
+from cnnbuild.optim import Optimizer
 
 
 def _module(node: Node) -> nn.Module:
@@ -70,13 +71,16 @@ class TorchNet(nn.Module):
             for node, module in zip(nodes, self.steps, strict=True):
                 _copy_weights(node, module)
 
-    def parameter_groups(self) -> list[dict]:
-        """Weights of convolutions and linear layers, which take weight decay, then the
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        """Weights of convolutions and linear layers, which take ``weight_decay``, then the
         rest, which does not (as cnnbuild decays only keys ending in ".W")."""
         weights = [m.weight for m in self.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
         chosen = {id(w) for w in weights}
         rest = [p for p in self.parameters() if id(p) not in chosen]
-        return [{"params": weights}, {"params": rest, "weight_decay": 0.0}]
+        return [
+            {"params": weights, "weight_decay": weight_decay},
+            {"params": rest, "weight_decay": 0.0},
+        ]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         values = {INPUT: x}
@@ -115,41 +119,25 @@ def _copy_weights(node: Node, module: nn.Module) -> None:
         module.running_var.copy_(torch.from_numpy(layer.buffers["running_var"]))
 
 
-def torch_optimizer(config: dict, params) -> torch.optim.Optimizer:
-    """The torch.optim equivalent of a cnnbuild optimizer config ({"type": "adam", ...})."""
-    options = dict(config)
-    kind = options.pop("type")
-    lr = options.pop("lr", None)
-    decay = options.pop("weight_decay", 0.0)
-    if kind == "sgd":
-        return torch.optim.SGD(params, lr=lr or 0.01, weight_decay=decay)
-    if kind == "momentum":
-        return torch.optim.SGD(
-            params, lr=lr or 0.01, momentum=options.get("momentum", 0.9), weight_decay=decay
-        )
-    if kind == "adam":
-        betas = (options.get("beta1", 0.9), options.get("beta2", 0.999))
-        return torch.optim.Adam(
-            params, lr=lr or 0.001, betas=betas, eps=options.get("eps", 1e-8), weight_decay=decay
-        )
-    if kind == "rmsprop":
-        return torch.optim.RMSprop(
-            params,
-            lr=lr or 0.001,
-            alpha=options.get("rho", 0.9),
-            eps=options.get("eps", 1e-8),
-            weight_decay=decay,
-        )
-    if kind == "adagrad":
-        return torch.optim.Adagrad(
-            params, lr=lr or 0.01, eps=options.get("eps", 1e-8), weight_decay=decay
-        )
-    if kind == "adadelta":
-        return torch.optim.Adadelta(
-            params,
-            lr=lr or 1.0,
-            rho=options.get("rho", 0.95),
-            eps=options.get("eps", 1e-6),
-            weight_decay=decay,
-        )
-    raise ValueError(f"no torch optimizer for {kind!r}")
+# torch.optim's equivalent of each cnnbuild optimizer, from its resolved config.
+TORCH_OPTIMIZERS = {
+    "sgd": lambda groups, c: torch.optim.SGD(groups, lr=c["lr"]),
+    "momentum": lambda groups, c: torch.optim.SGD(groups, lr=c["lr"], momentum=c["momentum"]),
+    "adagrad": lambda groups, c: torch.optim.Adagrad(groups, lr=c["lr"], eps=c["eps"]),
+    "rmsprop": lambda groups, c: torch.optim.RMSprop(
+        groups, lr=c["lr"], alpha=c["rho"], eps=c["eps"]
+    ),
+    "adadelta": lambda groups, c: torch.optim.Adadelta(
+        groups, lr=c["lr"], rho=c["rho"], eps=c["eps"]
+    ),
+    "adam": lambda groups, c: torch.optim.Adam(
+        groups, lr=c["lr"], betas=(c["beta1"], c["beta2"]), eps=c["eps"]
+    ),
+}
+
+
+def torch_optimizer(ours: Optimizer, model: TorchNet) -> torch.optim.Optimizer:
+    """The torch.optim equivalent of a built cnnbuild optimizer, over ``model``'s parameters
+    (its defaults filled in, so none is restated here)."""
+    groups = model.parameter_groups(ours.config["weight_decay"])
+    return TORCH_OPTIMIZERS[ours.type_name](groups, ours.config)
