@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from cnnbuild.graph import Network
+from cnnbuild.tables import aligned
 
 
 @dataclass
@@ -111,19 +112,9 @@ def render(summary: Summary, fmt: str = "table") -> str:
 
 
 def _table(title: str, header: list[str], body: list[list[str]], totals) -> str:
-    numeric = {"params", "mult-adds"}
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        padded = [
-            cell.rjust(width) if name in numeric else cell.ljust(width)
-            for cell, width, name in zip(cells, widths, header, strict=True)
-        ]
-        return "  ".join(padded).rstrip()
-
-    rule = "  ".join("-" * width for width in widths)
+    numeric = {i for i, name in enumerate(header) if name in ("params", "mult-adds")}
     label_width = max(len(label) for label, _ in totals)
-    lines = [title, "", line(header), rule, *map(line, body), rule]
+    lines = [title, "", *aligned(header, body, numeric)]
     lines += [f"{label + ':':<{label_width + 1}}  {value}" for label, value in totals]
     return "\n".join(lines)
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from cnnbuild.graph import Network
 from cnnbuild.optim import make_optimizer
+from cnnbuild.tables import aligned
 
 DEFAULT_OPTIMIZER = {"type": "adam"}
 
@@ -107,25 +108,13 @@ def render(timing: StepTime) -> str:
         )
         for t in timing.layers
     ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(
-            cell.ljust(width) if i < 2 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        )
-
     forward = sum(t.forward_ms for t in timing.layers)
     backward = sum(t.backward_ms for t in timing.layers)
-    rule = "  ".join("-" * width for width in widths)
     return "\n".join(
         [
             f"{timing.name}: batch {timing.batch_size}, median of {timing.steps} training steps",
             "",
-            line(header),
-            rule,
-            *map(line, rows),
-            rule,
+            *aligned(header, rows, right={2, 3, 4}),
             f"forward:   {forward:9.2f} ms",
             f"backward:  {backward:9.2f} ms",
             f"update:    {timing.update_ms:9.2f} ms",
