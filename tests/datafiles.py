@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 
 from cnnbuild.data import catalog, locate
+from cnnbuild.data.loaders import IDX_FILES
 
-IDX_STEMS = [stem for stems in catalog.IDX_FILES.values() for stem in stems]
+IDX_STEMS = [stem for stems in IDX_FILES.values() for stem in stems]
 CIFAR_BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: connections are refused at once
 
@@ -48,7 +49,7 @@ def tiny_idx_set(seed: int = 0, n_train: int = 6, n_test: int = 4) -> dict[str, 
     rng = np.random.default_rng(seed)
     contents = {}
     for split, n in (("train", n_train), ("test", n_test)):
-        images_stem, labels_stem = catalog.IDX_FILES[split]
+        images_stem, labels_stem = IDX_FILES[split]
         contents[images_stem] = idx_bytes(rng.integers(0, 256, (n, 5, 4), dtype=np.uint8))
         contents[labels_stem] = idx_bytes(rng.integers(0, 10, n, dtype=np.uint8))
     return contents
@@ -59,17 +60,22 @@ def write_idx_set(folder: Path, contents: dict[str, bytes], gz: bool = True) -> 
         write(folder / (f"{stem}.gz" if gz else stem), data, gz=gz)
 
 
+def redeclare(monkeypatch: pytest.MonkeyPatch, name: str, **changes: object) -> None:
+    """Change fields of dataset ``name``'s declaration for the rest of the test."""
+    changed = dataclasses.replace(catalog.DATASETS[name], **changes)
+    monkeypatch.setitem(catalog.DATASETS, name, changed)
+
+
 def expect_idx_set(
     monkeypatch: pytest.MonkeyPatch, name: str, contents: dict[str, bytes], mirrors=None
 ) -> None:
     """Make ``name`` expect these contents (and download from ``mirrors`` if given)."""
-    source = catalog.IDX_SOURCES[name]
-    changed = dataclasses.replace(
-        source,
-        sha256={stem: sha256(data) for stem, data in contents.items()},
-        mirrors=source.mirrors if mirrors is None else tuple(mirrors),
+    redeclare(
+        monkeypatch,
+        name,
+        checksums={stem: sha256(data) for stem, data in contents.items()},
+        mirrors=catalog.DATASETS[name].mirrors if mirrors is None else tuple(mirrors),
     )
-    monkeypatch.setitem(catalog.IDX_SOURCES, name, changed)
 
 
 def cifar_batch(n: int, seed: int) -> dict[bytes, object]:
@@ -147,15 +153,9 @@ def isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     download URLs that fail at once unless a test sets its own. Returns the cache root."""
     monkeypatch.delenv(locate.ENV_VAR, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    monkeypatch.setattr(locate, "PACKAGE_FOLDERS", {})
-    monkeypatch.setattr(locate, "SYSTEM_FOLDERS", {})
-    for name, source in catalog.IDX_SOURCES.items():
-        monkeypatch.setitem(
-            catalog.IDX_SOURCES, name, dataclasses.replace(source, mirrors=(UNREACHABLE,))
-        )
-    monkeypatch.setattr(
-        catalog, "CIFAR10", dataclasses.replace(catalog.CIFAR10, urls=(UNREACHABLE,))
-    )
+    for name, info in catalog.DATASETS.items():
+        mirrors = (UNREACHABLE,) if info.mirrors else ()
+        redeclare(monkeypatch, name, package_folder=None, system_folders=(), mirrors=mirrors)
     return tmp_path / "xdg-cache" / "cnnbuild"
 
 

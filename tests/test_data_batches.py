@@ -7,7 +7,6 @@ import pytest
 
 from cnnbuild.data import Dataset
 from cnnbuild.data.batches import (
-    CHANNEL_STATS,
     channel_stats,
     compute_channel_stats,
     iterate_batches,
@@ -15,6 +14,7 @@ from cnnbuild.data.batches import (
     random_flip,
     to_float,
 )
+from cnnbuild.data.catalog import DATASETS
 from cnnbuild.errors import ConfigError
 
 
@@ -109,6 +109,6 @@ def test_channel_stats() -> None:
     constant = np.full((2, 1, 3, 3), 9, dtype=np.uint8)
     assert compute_channel_stats(constant)[1] == (1 / 255,)
     known = Dataset("mnist", images[:, :1], np.zeros(9, np.int64), tuple("0123456789"))
-    assert channel_stats(known) == CHANNEL_STATS["mnist"]
+    assert channel_stats(known) == DATASETS["mnist"].channel_stats
     mine = Dataset("folder", images, np.zeros(9, np.int64), ("a",))
     assert channel_stats(mine) == compute_channel_stats(images)

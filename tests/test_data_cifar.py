@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tarfile
 from pathlib import Path
@@ -15,12 +14,13 @@ from datafiles import (
     md5,
     python2_dumps,
     python3_dumps,
+    redeclare,
     write_cifar_folder,
     write_tar,
 )
 
-from cnnbuild.data import DataError, catalog, load_dataset
-from cnnbuild.data.cifar import CLASS_NAMES, FOLDER, read_cifar_archive, read_cifar_folder
+from cnnbuild.data import DataError, load_dataset
+from cnnbuild.data.cifar import ARCHIVE, CLASS_NAMES, FOLDER, read_cifar_archive, read_cifar_folder
 
 pytestmark = pytest.mark.usefixtures("isolated")
 
@@ -103,7 +103,7 @@ def test_load_dataset_from_folder_and_archive(
     assert len(direct) == 2
     with pytest.raises(DataError, match="differs from the published one"):
         load_dataset("cifar10", data_dir=tmp_path / "packed", download=False)
-    monkeypatch.setattr(catalog, "CIFAR10", dataclasses.replace(catalog.CIFAR10, md5=md5(archive)))
+    redeclare(monkeypatch, "cifar10", checksums={ARCHIVE: md5(archive)})
     from_archive = load_dataset("cifar10", data_dir=tmp_path / "packed", download=False)
     np.testing.assert_array_equal(from_archive.images, from_folder.images)
 
@@ -113,11 +113,13 @@ def test_archive_is_downloaded_into_the_cache(
 ) -> None:
     write_cifar_folder(tmp_path / FOLDER)
     archive = write_tar(tmp_path / "cifar-10-python.tar.gz", tmp_path / FOLDER)
-    http_server.routes["/cifar.tgz"] = (archive.read_bytes(), None)
-    source = dataclasses.replace(
-        catalog.CIFAR10, md5=md5(archive), urls=(f"{http_server.url}/cifar.tgz",)
+    http_server.routes[f"/cifar/{ARCHIVE}"] = (archive.read_bytes(), None)
+    redeclare(
+        monkeypatch,
+        "cifar10",
+        checksums={ARCHIVE: md5(archive)},
+        mirrors=(f"{http_server.url}/cifar/",),
     )
-    monkeypatch.setattr(catalog, "CIFAR10", source)
     assert len(load_dataset("cifar10", "test")) == 2
     assert (isolated / "cifar10" / "cifar-10-python.tar.gz").read_bytes() == archive.read_bytes()
 

@@ -9,12 +9,13 @@ import pytest
 from datafiles import (
     IDX_STEMS,
     expect_idx_set,
+    redeclare,
     tiny_idx_set,
     write,
     write_idx_set,
 )
 
-from cnnbuild.data import DataError, Dataset, load_dataset, locate
+from cnnbuild.data import DataError, Dataset, catalog, load_dataset, locate
 from cnnbuild.errors import CnnbuildError
 
 pytestmark = pytest.mark.usefixtures("isolated")
@@ -25,9 +26,9 @@ def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated:
     for folder in (given, env):
         folder.mkdir()
     monkeypatch.setenv(locate.ENV_VAR, str(env))
-    monkeypatch.setattr(locate, "PACKAGE_FOLDERS", {"mnist": package})
-    monkeypatch.setattr(locate, "SYSTEM_FOLDERS", {"mnist": (system, "system")})
-    folders = [place.folder for place in locate.search_places("mnist", given)]
+    system_folders = (locate.Place(system, "system"),)
+    places = locate.search_places("mnist", given, package, system_folders)
+    folders = [place.folder for place in places]
     assert folders == [
         given,
         given / "mnist",
@@ -70,7 +71,7 @@ def test_data_dir_beats_environment_beats_package(
     for stem in IDX_STEMS:  # damaged copies: reading them is an error that names them
         write(env / f"{stem}.gz", b"damaged")
     monkeypatch.setenv(locate.ENV_VAR, str(env))
-    monkeypatch.setattr(locate, "PACKAGE_FOLDERS", {"mnist": package})
+    redeclare(monkeypatch, "mnist", package_folder=package)
 
     assert len(load_dataset("mnist", data_dir=given, download=False)) == 6
     with pytest.raises(DataError, match=str(env / "train-images-idx3-ubyte.gz")):
@@ -131,8 +132,8 @@ def test_image_shape_must_match_a_built_in_dataset() -> None:
 
 
 def test_packaged_mnist(monkeypatch: pytest.MonkeyPatch) -> None:
-    shipped = Path(locate.__file__).with_name("mnist")
-    monkeypatch.setattr(locate, "PACKAGE_FOLDERS", {"mnist": shipped})
+    shipped = Path(catalog.__file__).with_name("mnist")
+    redeclare(monkeypatch, "mnist", package_folder=shipped)
     train = load_dataset("mnist", download=False)
     test = load_dataset("mnist", "test", download=False)
     assert train.images.shape == (60000, 1, 28, 28) and len(test) == 10000

@@ -6,8 +6,16 @@
 Every problem with a file or folder is a DataError that names it and says how to fix it.
 """
 
+from cnnbuild.data.catalog import dataset_names
 from cnnbuild.data.dataset import DataError, Dataset, DataWarning
 from cnnbuild.data.folder import load_image_file
 from cnnbuild.data.registry import load_dataset
 
-__all__ = ["DataError", "DataWarning", "Dataset", "load_dataset", "load_image_file"]
+__all__ = [
+    "DataError",
+    "DataWarning",
+    "Dataset",
+    "dataset_names",
+    "load_dataset",
+    "load_image_file",
+]

@@ -11,17 +11,9 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from cnnbuild.data.catalog import DATASETS, Stats
 from cnnbuild.data.dataset import Dataset
 from cnnbuild.errors import ConfigError
-
-Stats = tuple[tuple[float, ...], tuple[float, ...]]
-
-# Per-channel (mean, std) of the training images on the 0..1 scale.
-CHANNEL_STATS: dict[str, Stats] = {
-    "mnist": ((0.1307,), (0.3081,)),
-    "fashion-mnist": ((0.2860,), (0.3530,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-}
 
 
 def iterate_batches(
@@ -121,7 +113,8 @@ def compute_channel_stats(images: np.ndarray, chunk: int = 4096) -> Stats:
 
 
 def channel_stats(dataset: Dataset) -> Stats:
-    """(mean, std) for ``dataset``: fixed values for the built-in datasets (from their
-    training images), else computed from its images, so pass the training split."""
-    known = CHANNEL_STATS.get(dataset.name)
+    """(mean, std) for ``dataset``: the values its declaration gives (from the training
+    images), else computed from its images, so pass the training split."""
+    info = DATASETS.get(dataset.name)
+    known = None if info is None else info.channel_stats
     return known if known is not None else compute_channel_stats(dataset.images)

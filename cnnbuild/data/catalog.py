@@ -1,4 +1,4 @@
-"""What cnnbuild knows about the built-in datasets: files, checksums, where to download them.
+"""The datasets cnnbuild knows, each declared once: what it holds, where it is, how it is read.
 
 IDX checksums are SHA-256 of the uncompressed files, so any gzip of the same bytes is
 accepted. They were computed from copies whose uncompressed MD5 sums equal those
@@ -8,45 +8,53 @@ published with the data (MNIST: the copies shipped in ``mnist/``; Fashion-MNIST:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
-IDX_FILES = {  # split -> (images, labels), as published but without the ".gz" ending
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
+from cnnbuild.data import cifar, loaders
+from cnnbuild.data.dataset import Dataset
+from cnnbuild.data.download import Progress
+from cnnbuild.data.folder import ImageShape
+from cnnbuild.data.locate import Place
 
-
-@dataclass(frozen=True)
-class IdxSource:
-    """A dataset published as four IDX files; each is fetched from ``mirror + stem + ".gz"``."""
-
-    title: str
-    class_names: tuple[str, ...]
-    sha256: Mapping[str, str]
-    mirrors: tuple[str, ...]
+Stats = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std), one value per channel
 
 
 @dataclass(frozen=True)
-class ArchiveSource:
-    """A dataset published as one archive."""
+class DatasetInfo:
+    """One dataset; ``load(info, split, data_dir, image_shape, download, progress)`` reads it."""
 
-    title: str
-    file_name: str
-    md5: str
-    urls: tuple[str, ...]
+    name: str  # the spec's training.dataset
+    title: str  # for messages
+    load: Loader
+    image_shape: ImageShape | None = None  # (C, H, W); None: the images decide
+    class_names: tuple[str, ...] = ()  # empty: the data names them
+    channel_stats: Stats | None = None  # of the training images, 0..1 scale; None: computed
+    checksums: Mapping[str, str] = field(default_factory=dict)  # file name -> digest
+    mirrors: tuple[str, ...] = ()  # a file is fetched from mirror + name (+ ".gz" if IDX)
+    package_folder: Path | None = None  # a copy shipped inside cnnbuild
+    system_folders: tuple[Place, ...] = ()  # copies installed by the system
 
 
-FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+Loader = Callable[
+    [DatasetInfo, str, Path | None, ImageShape | None, bool, Progress | None], Dataset
+]
 
-IDX_SOURCES = {
-    "mnist": IdxSource(
+
+def _by_name(*infos: DatasetInfo) -> dict[str, DatasetInfo]:
+    return {info.name: info for info in infos}
+
+
+DATASETS: dict[str, DatasetInfo] = _by_name(
+    DatasetInfo(
+        name="mnist",
         title="MNIST",
+        load=loaders.load_idx,
+        image_shape=(1, 28, 28),
         class_names=tuple(str(digit) for digit in range(10)),
-        sha256={
+        channel_stats=((0.1307,), (0.3081,)),
+        checksums={
             "train-images-idx3-ubyte": (
                 "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"
             ),
@@ -65,11 +73,27 @@ IDX_SOURCES = {
             "https://storage.googleapis.com/cvdf-datasets/mnist/",
             "http://yann.lecun.com/exdb/mnist/",
         ),
+        package_folder=Path(__file__).with_name("mnist"),
     ),
-    "fashion-mnist": IdxSource(
+    DatasetInfo(
+        name="fashion-mnist",
         title="Fashion-MNIST",
-        class_names=FASHION_MNIST_CLASSES,
-        sha256={
+        load=loaders.load_idx,
+        image_shape=(1, 28, 28),
+        class_names=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
+        channel_stats=((0.2860,), (0.3530,)),
+        checksums={
             "train-images-idx3-ubyte": (
                 "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"
             ),
@@ -87,14 +111,27 @@ IDX_SOURCES = {
             "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
             "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
         ),
+        system_folders=(
+            Place(
+                Path("/usr/share/datasets/fashion-mnist"),
+                "installed by Debian's dataset-fashion-mnist package",
+            ),
+        ),
     ),
-}
-
-CIFAR10 = ArchiveSource(
-    title="CIFAR-10",
-    file_name="cifar-10-python.tar.gz",
-    md5="c58f30108f718f92721af3b95e74349a",
-    urls=("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
+    DatasetInfo(
+        name="cifar10",
+        title="CIFAR-10",
+        load=loaders.load_cifar10,
+        image_shape=cifar.IMAGE_SHAPE,
+        class_names=cifar.CLASS_NAMES,
+        channel_stats=((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+        checksums={cifar.ARCHIVE: "c58f30108f718f92721af3b95e74349a"},
+        mirrors=("https://www.cs.toronto.edu/~kriz/",),
+    ),
+    DatasetInfo(name="folder", title="Your own images", load=loaders.load_folder),
 )
 
-IMAGE_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+
+def dataset_names() -> list[str]:
+    """The names ``load_dataset`` accepts, in declaration order."""
+    return list(DATASETS)

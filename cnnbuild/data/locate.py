@@ -1,9 +1,9 @@
 """Where dataset files are looked for, and getting one that verifies (found or downloaded).
 
-Search order: the ``data_dir`` argument, ``$CNNBUILD_DATA``, the MNIST copy inside the
-package, the user cache (``$XDG_CACHE_HOME/cnnbuild`` or ``~/.cache/cnnbuild``), then
-system folders such as Debian's. Each root is searched as is and in its ``<dataset>/``
-sub-folder. Downloads go to the cache.
+Search order: the ``data_dir`` argument, ``$CNNBUILD_DATA``, the dataset's copy inside the
+package (MNIST's), the user cache (``$XDG_CACHE_HOME/cnnbuild`` or ``~/.cache/cnnbuild``),
+then its system folders (Debian's for Fashion-MNIST). Each root is searched as is and in its
+``<dataset>/`` sub-folder. Downloads go to the cache.
 """
 
 from __future__ import annotations
@@ -20,13 +20,6 @@ from cnnbuild.data.download import Progress, fetch
 T = TypeVar("T")
 ENV_VAR = "CNNBUILD_DATA"
 CACHE = "download cache"
-PACKAGE_FOLDERS = {"mnist": Path(__file__).with_name("mnist")}
-SYSTEM_FOLDERS = {
-    "fashion-mnist": (
-        Path("/usr/share/datasets/fashion-mnist"),
-        "installed by Debian's dataset-fashion-mnist package",
-    ),
-}
 
 
 class Place(NamedTuple):
@@ -43,8 +36,13 @@ def cache_root() -> Path:
     return base / "cnnbuild"
 
 
-def search_places(name: str, data_dir: Path | None) -> list[Place]:
-    """The folders searched for dataset ``name``, in order."""
+def search_places(
+    name: str,
+    data_dir: Path | None,
+    package_folder: Path | None = None,
+    system_folders: Sequence[Place] = (),
+) -> list[Place]:
+    """The folders searched for dataset ``name``, in order (see the module docstring)."""
     places = []
     for root, origin in ((data_dir, "data_dir"), (_env_root(), f"${ENV_VAR}")):
         if root is None:
@@ -52,11 +50,10 @@ def search_places(name: str, data_dir: Path | None) -> list[Place]:
         if not root.is_dir():
             raise DataError(f"{origin} {root} is not a folder; create it or point it elsewhere")
         places += [Place(root, origin), Place(root / name, origin)]
-    if name in PACKAGE_FOLDERS:
-        places.append(Place(PACKAGE_FOLDERS[name], "shipped with cnnbuild"))
+    if package_folder is not None:
+        places.append(Place(package_folder, "shipped with cnnbuild"))
     places.append(Place(cache_root() / name, CACHE))
-    if name in SYSTEM_FOLDERS:
-        places.append(Place(*SYSTEM_FOLDERS[name]))
+    places += system_folders
     return places
 
 
