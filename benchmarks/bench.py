@@ -115,7 +115,7 @@ def spec_optimizer(net) -> dict:
 
 def cnnbuild_contender(spec: Path, batch_size: int, eval_size: int) -> Contender:
     net = load(spec, seed=0)
-    optimizer = make_optimizer(spec_optimizer(net), net.params)
+    optimizer = make_optimizer(spec_optimizer(net), net.params, net.roles)
     x, labels = batch(net.input_shape, net.classes, batch_size)
     x_eval, _ = batch(net.input_shape, net.classes, eval_size, seed=1)
 
@@ -134,7 +134,7 @@ def torch_contender(spec: Path, batch_size: int, eval_size: int, threads: int) -
     torch.set_num_threads(threads)
     net = load(spec, seed=0)
     model = TorchNet(net)
-    optimizer = torch_optimizer(make_optimizer(spec_optimizer(net), net.params), model)
+    optimizer = torch_optimizer(make_optimizer(spec_optimizer(net), net.params, net.roles), model)
     x, labels = batch(net.input_shape, net.classes, batch_size)
     x, labels = torch.from_numpy(x), torch.from_numpy(labels)
     x_eval = torch.from_numpy(batch(net.input_shape, net.classes, eval_size, seed=1)[0])
@@ -233,28 +233,22 @@ import bench
 bench.blas_threads({threads})
 from cnnbuild.builder import build
 from cnnbuild.data import load_dataset
-from cnnbuild.spec import read_spec
-from cnnbuild.train import Trainer, resolve_config
+from cnnbuild.specfile import read_spec
+from cnnbuild.callbacks import standard_callbacks
+from cnnbuild.train import Callback, Trainer, resolve_config
 
-class Enough(Exception):
-    pass
-
-class StopAfter:
-    def on_batch(self, progress):
+class StopAfter(Callback):
+    def on_batch_end(self, trainer, progress):
         if progress.batch >= {steps}:
-            raise Enough
-    def on_epoch(self, record):
-        pass
+            trainer.stop("enough steps measured")
 
 spec = read_spec({str(ROOT / "archs" / "cifar_deep.yaml")!r})
-config = resolve_config(spec.data)
+config = resolve_config(spec.data["training"])
 train = load_dataset("cifar10", "train", data_dir={cifar_dir!r}, download=False)
 test = load_dataset("cifar10", "test", data_dir={cifar_dir!r}, download=False)
-trainer = Trainer(build(spec, seed=0), config, train, test, tempfile.mkdtemp(), StopAfter())
-try:
-    trainer.fit()
-except Enough:
-    pass
+callbacks = [*standard_callbacks(tempfile.mkdtemp()), StopAfter()]
+trainer = Trainer(build(spec, seed=0), config, train, test, callbacks)
+trainer.fit()
 loss, accuracy = trainer.evaluate(test)
 data_mb = (train.images.nbytes + test.images.nbytes) / 2**20
 print(len(train), len(test), data_mb, bench.resident_mb("VmHWM"))

@@ -48,7 +48,7 @@ def profile(layer: Conv, input_shape: tuple[int, ...], batch: int, first: bool) 
     """Milliseconds of each piece of one conv layer's training step."""
     rng = np.random.default_rng(0)
     k, s, pad = layer.config["kernel"], layer.config["stride"], layer.pad
-    f, ho, wo = layer.output_shape(input_shape)
+    f, ho, wo = layer.output_shape([input_shape])
     x = channel_major((batch, *input_shape), rng)
     dy = channel_major((batch, f, ho, wo), rng)
     weights = layer.params["W"].reshape(f, -1)
@@ -68,7 +68,7 @@ def profile(layer: Conv, input_shape: tuple[int, ...], batch: int, first: bool) 
     times = {name: median_ms(piece) for name, piece in pieces.items()}
 
     def whole() -> None:
-        layer.forward(x, train=True)
+        layer.forward([x], train=True)
         if first:
             layer.backward_params(dy)
         else:
@@ -110,7 +110,7 @@ def main() -> None:
         times = profile(node.layer, node.input_shapes[0], args.batch_size, first)
         products = [name for name in times if name.endswith("GEMM")]
         gemm_ms = sum(times[name] for name in products)
-        macs = node.layer.macs(node.input_shapes[0], node.output_shape) * args.batch_size
+        macs = node.layer.macs(node.input_shapes, node.output_shape) * args.batch_size
         gflops = 2 * macs * len(products) / gemm_ms / 1e6
         cells = [f"{times[c]:.1f}" if c in times else "–" for c in columns]
         cells += [f"{gemm_ms / times['layer']:.0%}", f"{gflops:.0f}"]

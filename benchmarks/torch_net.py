@@ -73,7 +73,8 @@ class TorchNet(nn.Module):
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """Weights of convolutions and linear layers, which take ``weight_decay``, then the
-        rest, which does not (as cnnbuild decays only keys ending in ".W")."""
+        rest, which does not (as cnnbuild's layers declare: ``Role.decay`` for conv and dense
+        W only)."""
         weights = [m.weight for m in self.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
         chosen = {id(w) for w in weights}
         rest = [p for p in self.parameters() if id(p) not in chosen]

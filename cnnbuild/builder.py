@@ -3,7 +3,6 @@ shape, then allocate weights."""
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,9 @@ from cnnbuild.errors import ConfigError, ShapeError, SpecError
 from cnnbuild.graph import INPUT, Network, Node
 from cnnbuild.layers import Layer, layer_class
 from cnnbuild.layers.base import Shape
-from cnnbuild.spec import Path_, Spec, parse_spec, read_spec
+from cnnbuild.options import did_you_mean
+from cnnbuild.specfile import Path_, Spec, parse_spec, read_spec
+from cnnbuild.tables import aligned
 
 COMMON_KEYS = ("name", "type", "inputs")
 
@@ -55,8 +56,7 @@ def build(spec: Spec, seed: int | None = None, dtype: Any = np.float32) -> Netwo
     _check_output(nodes[-1], planned[-1], data["classes"], spec, nodes)
     rng = np.random.default_rng(seed)
     for node in nodes:
-        shapes = node.input_shapes if node.layer.merge else node.input_shapes[0]
-        node.layer.build(shapes, rng, dtype)
+        node.layer.build(node.input_shapes, rng, dtype)
     return Network(data["name"], tuple(data["input"]), data["classes"], nodes, rng, data)
 
 
@@ -146,7 +146,7 @@ def _check_names(planned: list[Planned], spec: Spec) -> list[str]:
                 problems.append(
                     spec.problem(
                         (*layer.path, "inputs"),
-                        f"unknown input {name!r}{_did_you_mean(name, known)}; "
+                        f"unknown input {name!r}{did_you_mean(name, known)}; "
                         f"layers so far: {', '.join(known[:12])}"
                         + (", ..." if len(known) > 12 else ""),
                     )
@@ -170,25 +170,31 @@ def _construct(planned: list[Planned], spec: Spec, problems: list[str]) -> dict[
         except ConfigError as error:
             problems.append(spec.problem(layer.path, _without_owner(str(error), layer)))
             continue
-        arity = len(layer.inputs)
-        if cls.merge and arity < 2:
-            problems.append(
-                spec.problem(
-                    layer.path,
-                    f"a {layer.type_name} layer merges two or more layers, got {arity} — list "
-                    "them in `inputs`, e.g. inputs: [conv2, input]",
-                )
-            )
-        elif not cls.merge and arity != 1:
-            problems.append(
-                spec.problem(
-                    (*layer.path, "inputs"),
-                    f"a {layer.type_name} layer takes exactly one input, got {arity} — "
-                    "merge them first with an `add` or `concat` layer",
-                )
-            )
+        problem = _arity_problem(cls, layer, spec)
+        if problem:
+            problems.append(problem)
     problems[:] = _unique(problems)
     return layers
+
+
+def _arity_problem(cls: type[Layer], layer: Planned, spec: Spec) -> str | None:
+    """The located message when ``layer`` is fed too few or too many inputs for its class."""
+    least, most = cls.arity
+    count = len(layer.inputs)
+    if count < least:
+        return spec.problem(
+            layer.path,
+            f"a {layer.type_name} layer merges {least} or more layers, got {count} — list "
+            "them in `inputs`, e.g. inputs: [conv2, input]",
+        )
+    if most is not None and count > most:
+        takes = "exactly one input" if most == 1 else f"at most {most} inputs"
+        return spec.problem(
+            (*layer.path, "inputs"),
+            f"a {layer.type_name} layer takes {takes}, got {count} — "
+            "merge them first with an `add` or `concat` layer",
+        )
+    return None
 
 
 # --- ordering and shapes -------------------------------------------------------------------
@@ -259,7 +265,7 @@ def _infer_shapes(
         layer = layers[planned.name]
         input_shapes = [shapes[name] for name in planned.inputs]
         try:
-            shape = layer.output_shape(input_shapes if layer.merge else input_shapes[0])
+            shape = layer.output_shape(input_shapes)
         except ShapeError as error:
             raise SpecError(
                 [spec.problem(planned.path, _without_owner(str(error), layer))],
@@ -308,22 +314,13 @@ def shapes_so_far(
         planned, input_shapes = failing
         received = ", ".join(map(str, input_shapes))
         rows.append((planned.name, planned.type_name, f"<- error (input {received})"))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
+    lines = aligned(rows[0], rows[1:])
     return "Shapes up to the error:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def _without_owner(message: str, layer: Layer | Planned) -> str:
     """Drop a leading "conv 'conv2': ": the location prefix already names the layer."""
     return message.removeprefix(f"{layer.type_name} '{layer.name}': ")
-
-
-def _did_you_mean(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f" — did you mean {close[0]!r}?" if close else ""
 
 
 def _unique(items: list[str]) -> list[str]:

@@ -1,8 +1,24 @@
 """Checkpoints: numeric arrays plus JSON metadata in one .npz, without pickle.
 
-Layout: every array under its own key ("conv1.W", "adam/m/conv1.W"), plus two reserved
-entries: ``__format_version__`` (0-d int64) and ``__meta__`` (0-d unicode string holding
-the metadata as JSON; Python ints of any size, such as a PCG64 state, round-trip exactly).
+The file: every array under its own key, plus two reserved entries:
+``__format_version__`` (0-d int64) and ``__meta__`` (0-d unicode string holding the
+metadata as JSON; Python ints of any size, such as a PCG64 state, round-trip exactly).
+
+A run checkpoint (``last.npz``, ``best.npz``; format version 1, as cnnbuild 0.1.0 wrote it)
+holds these arrays::
+
+    params/<layer>.<param>                   params/conv1.W, params/bn1.gamma
+    buffers/<layer>.<buffer>                 buffers/bn1.running_mean
+    optimizer/<type>/t                       the optimizer's step count (0-d int64)
+    optimizer/<type>/<slot>/<layer>.<param>  optimizer/adam/m/conv1.W
+    normalization/mean, normalization/std    (C,) float32, on the 0..1 pixel scale
+    run/order                                the current epoch's shuffled indices, if begun
+
+and this metadata: ``spec`` (the architecture as parsed), ``config`` (the resolved
+``training:`` section), ``class_names``, ``epoch``, ``step`` and ``batch`` (counts done),
+``epoch_sums`` (loss sum, correct, seen, seconds of the current epoch), ``history`` (one
+record of HISTORY_COLUMNS an epoch), ``best_accuracy`` and ``rng`` (the bit-generator
+states of the ``net`` and ``data`` generators).
 
 Saving is atomic: the archive is written to ``.<name>.tmp-<pid>`` beside the target,
 fsynced, then renamed over it, so a crash leaves the previous checkpoint whole. Loading
@@ -17,11 +33,13 @@ import tokenize
 import zipfile
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cnnbuild.data.normalization import Normalization
 from cnnbuild.errors import CnnbuildError
 
 FORMAT_VERSION = 1
@@ -46,6 +64,9 @@ READ_ERRORS = (
 )
 # The format's own entries, and np.savez's argument names, which cannot be array keys.
 RESERVED_KEYS = (META_KEY, VERSION_KEY, "file", "allow_pickle")
+PARAMS, BUFFERS, OPTIMIZER = "params/", "buffers/", "optimizer/"
+MEAN, STD, ORDER = "normalization/mean", "normalization/std", "run/order"
+HISTORY_COLUMNS = ["epoch", "loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds"]
 
 
 class CheckpointError(CnnbuildError):
@@ -257,3 +278,191 @@ def load_into(
         raise CheckpointError(f"checkpoint and {what} differ:\n{_listed(sorted(problems))}")
     for key, have in target.items():
         have[...] = arrays[key]
+
+
+# --- run checkpoints -------------------------------------------------------------------------
+
+
+@dataclass
+class RunState:
+    """Where a run stands, beyond weights and optimizer state."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    batch: int = 0  # batches done in the current epoch
+    order: np.ndarray | None = None  # the current epoch's shuffled indices
+    loss_sum: float = 0.0  # sums over the current epoch
+    correct: int = 0
+    seen: int = 0
+    seconds: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_accuracy: float = -1.0
+
+    def start_epoch(self, order: np.ndarray) -> None:
+        self.order, self.batch = order, 0
+        self.loss_sum, self.correct, self.seen, self.seconds = 0.0, 0, 0, 0.0
+
+
+@dataclass
+class RunCheckpoint:
+    """Everything ``last.npz`` and ``best.npz`` hold: enough to predict, or to resume."""
+
+    spec: dict[str, Any]
+    config: dict[str, Any]
+    class_names: list[str]
+    params: dict[str, np.ndarray]
+    buffers: dict[str, np.ndarray]
+    optimizer: dict[str, np.ndarray]  # Optimizer.state_dict()
+    normalization: Normalization
+    state: RunState
+    rng: dict[str, Any]  # {"net": state, "data": state} of the two bit generators
+
+
+def save_run(path: str | os.PathLike[str], run: RunCheckpoint) -> None:
+    """Write a run checkpoint to ``path`` atomically (see the module docstring)."""
+    state = run.state
+    arrays = {PARAMS + key: value for key, value in run.params.items()}
+    arrays |= {BUFFERS + key: value for key, value in run.buffers.items()}
+    arrays |= {OPTIMIZER + key: value for key, value in run.optimizer.items()}
+    arrays[MEAN], arrays[STD] = run.normalization.mean, run.normalization.std
+    if state.order is not None:
+        arrays[ORDER] = state.order
+    meta = {
+        "spec": run.spec,
+        "config": run.config,
+        "class_names": run.class_names,
+        "epoch": state.epoch,
+        "step": state.step,
+        "batch": state.batch,
+        "epoch_sums": [state.loss_sum, state.correct, state.seen, state.seconds],
+        "history": state.history,
+        "best_accuracy": state.best_accuracy,
+        "rng": run.rng,
+    }
+    save_checkpoint(path, arrays, meta)
+
+
+def read_run(path: str | os.PathLike[str]) -> RunCheckpoint:
+    """Read and check a run checkpoint; CheckpointError says what is wrong with it.
+
+    Whether it fits a network, an optimizer and a dataset is checked where they are known:
+    ``load_network_state``, ``Optimizer.load_state_dict`` and ``check_resumable``.
+    """
+    arrays, meta = load_checkpoint(path)
+    if not isinstance(meta.get("spec"), dict):
+        raise CheckpointError(f"{path}: holds no architecture — not a cnnbuild run checkpoint")
+    config = meta.get("config")
+    if not isinstance(config, dict):
+        raise _damaged(path, "'config' should be the training settings")
+    names = meta.get("class_names")
+    return RunCheckpoint(
+        spec=meta["spec"],
+        config=config,
+        class_names=[str(n) for n in names] if isinstance(names, list) else [],
+        params=_section(arrays, PARAMS),
+        buffers=_section(arrays, BUFFERS),
+        optimizer=_section(arrays, OPTIMIZER),
+        normalization=_normalization(arrays, path),
+        state=_run_state(meta, arrays.get(ORDER), path),
+        rng=meta.get("rng"),
+    )
+
+
+def load_network_state(net: Any, run: RunCheckpoint, path: str | os.PathLike[str]) -> None:
+    """Copy a checkpoint's weights and buffers into ``net``, naming any mismatching key."""
+    try:
+        load_into(net.params, run.params, "the network")
+        load_into(net.buffers, run.buffers, "the network")
+    except CheckpointError as error:
+        raise CheckpointError(f"{path}: does not fit the architecture: {error}") from None
+    channels = net.input_shape[0]
+    for name in ("mean", "std"):
+        if getattr(run.normalization, name).shape not in ((1,), (channels,)):
+            raise CheckpointError(
+                f"{path}: normalization/{name} should hold 1 or {channels} numbers, one per "
+                "input channel"
+            )
+
+
+def check_resumable(
+    state: RunState, train_size: int, steps_per_epoch: int, path: str | os.PathLike[str]
+) -> None:
+    """Check that a saved run state fits the training set it is to continue on."""
+    if state.batch > steps_per_epoch or (state.order is None and state.batch > 0):
+        raise _damaged(
+            path, f"stopped at batch {state.batch} of {steps_per_epoch} without the epoch's order"
+        )
+    order = state.order
+    if order is not None and not (
+        order.dtype.kind in "iu"
+        and order.shape == (train_size,)
+        and np.array_equal(np.sort(order), np.arange(train_size))
+    ):
+        raise _damaged(path, f"'run/order' should order the {train_size} training images")
+
+
+def _damaged(path: str | os.PathLike[str], what: str) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: {what} — the file is damaged or was not written by `cnnbuild train`"
+    )
+
+
+def _section(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """The entries under ``prefix``, with the prefix removed."""
+    return {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def _normalization(arrays: dict[str, np.ndarray], path: str | os.PathLike[str]) -> Normalization:
+    """The saved input normalisation: finite means and positive stds."""
+    try:
+        mean, std = arrays[MEAN], arrays[STD]
+    except KeyError as missing:
+        raise CheckpointError(
+            f"{path}: no {missing} entry — not a cnnbuild run checkpoint"
+        ) from None
+    for name, values in (("mean", mean), ("std", std)):
+        if not (values.dtype.kind == "f" and values.ndim == 1 and np.isfinite(values).all()):
+            raise CheckpointError(
+                f"{path}: normalization/{name} should hold finite numbers, one per input "
+                f"channel, found {values.dtype} {values.shape}"
+            )
+    if (std <= 0).any():
+        raise CheckpointError(f"{path}: normalization/std must be positive, found {std}")
+    return Normalization(mean.astype(np.float32), std.astype(np.float32))
+
+
+def _run_state(
+    meta: dict[str, Any], order: np.ndarray | None, path: str | os.PathLike[str]
+) -> RunState:
+    """The run state saved by ``save_run``, checked."""
+    counts = [meta.get(key) for key in ("epoch", "step", "batch")]
+    if not all(type(value) is int and value >= 0 for value in counts):
+        raise _damaged(path, f"'epoch', 'step' and 'batch' should be counts, found {counts}")
+    epoch, step, batch = counts
+    history, sums, best = meta.get("history"), meta.get("epoch_sums"), meta.get("best_accuracy")
+    if not (
+        isinstance(history, list)
+        and len(history) == epoch
+        and all(isinstance(row, dict) and list(row) == HISTORY_COLUMNS for row in history)
+        and all(_is_number(value) for row in history for value in row.values())
+    ):
+        raise _damaged(
+            path, f"'history' should hold one record of {', '.join(HISTORY_COLUMNS)} an epoch"
+        )
+    if not (isinstance(sums, list) and len(sums) == 4 and all(map(_is_number, [*sums, best]))):
+        raise _damaged(path, "'epoch_sums' should be 4 numbers and 'best_accuracy' a number")
+    try:
+        for key in ("net", "data"):
+            np.random.default_rng().bit_generator.state = meta["rng"][key]
+    except (KeyError, TypeError, ValueError):
+        raise _damaged(
+            path, "'rng' should hold the states of the 'net' and 'data' generators"
+        ) from None
+    loss_sum, correct, seen, seconds = sums
+    return RunState(
+        epoch, step, batch, order, loss_sum, int(correct), int(seen), seconds, history, best
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in (int, float)

@@ -118,10 +118,10 @@ def validate(spec_files: tuple[str, ...]) -> None:
 
 @main.command()
 def schema() -> None:
-    """Print the JSON Schema of architecture files."""
-    from cnnbuild.spec import shipped_schema_text
+    """Print the JSON Schema of architecture files (with plugin layers)."""
+    from cnnbuild.schema import schema_text
 
-    click.echo(shipped_schema_text(), nl=False)
+    click.echo(schema_text(), nl=False)
 
 
 @main.command()
@@ -150,7 +150,7 @@ def train(spec_file: str, epochs, batch_size, lr, seed, data_dir, out, resume) -
     writes last.npz, best.npz (by test accuracy) and history.csv to the run folder.
     Ctrl-C saves last.npz and exits with status 130.
     """
-    from cnnbuild.run import train_from_cli
+    from cnnbuild.commands import train_from_cli
 
     sys.exit(
         train_from_cli(
@@ -179,7 +179,7 @@ def train(spec_file: str, epochs, batch_size, lr, seed, data_dir, out, resume) -
 @user_errors
 def evaluate(checkpoint: str, split: str, data_dir: str | None) -> None:
     """Accuracy, per-class accuracy, confusion matrix."""
-    from cnnbuild.run import evaluate_report
+    from cnnbuild.commands import evaluate_report
 
     click.echo(evaluate_report(checkpoint, split, data_dir))
 
@@ -215,7 +215,7 @@ def predict(checkpoint, images, index, split, data_dir, top_k, show) -> None:
 
     IMAGES are your own files (PNG, JPEG, ...), converted to the network's input shape.
     """
-    from cnnbuild.run import predict_report
+    from cnnbuild.commands import predict_report
 
     if not images and not index:
         raise click.UsageError("give image files, or --index N for a dataset image")

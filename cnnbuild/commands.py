@@ -1,5 +1,5 @@
 """What the train, evaluate and predict commands do, between parsing and printing:
-find the data, pick the run folder, wire the trainer to the console."""
+find the data, pick the run folder, wire the trainer to its callbacks and the console."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ import numpy as np
 import yaml
 
 from cnnbuild.builder import build
-from cnnbuild.checkpoint import load_checkpoint
+from cnnbuild.callbacks import Checkpointer, HistoryWriter, StopOnInterrupt, StopOnNonFinite
+from cnnbuild.checkpoint import read_run
 from cnnbuild.console import ConsoleProgress, confusion_table
 from cnnbuild.data import DataError, Dataset, load_dataset, load_image_file
 from cnnbuild.errors import CnnbuildError
 from cnnbuild.inference import confusion_matrix, load_trained
-from cnnbuild.spec import read_spec
-from cnnbuild.train import Trainer, TrainingStopped, resolve_config
+from cnnbuild.specfile import read_spec
+from cnnbuild.train import Trainer, TrainingFailed, resolve_config
 
 INTERRUPTED = 130  # the shell's status for a process stopped by Ctrl-C
 
@@ -25,7 +26,10 @@ INTERRUPTED = 130  # the shell's status for a process stopped by Ctrl-C
 def train_from_cli(spec_file: str, *, out: str | None, resume: str | None, **flags: Any) -> int:
     """Run `cnnbuild train`; returns the exit status."""
     spec = read_spec(spec_file)
-    config = _resumed_config(resume, flags) if resume else resolve_config(spec.data, **flags)
+    if resume:
+        config = _resumed_config(resume, flags)
+    else:
+        config = resolve_config(spec.data.get("training", {}), **flags)
     net = build(spec, seed=config["seed"])
     train_set = _dataset(config, "train", net)
     test_set = _dataset(config, "test", net)
@@ -39,7 +43,9 @@ def train_from_cli(spec_file: str, *, out: str | None, resume: str | None, **fla
     (run_dir / "config.yaml").write_text(
         yaml.safe_dump({"spec": str(spec_file), "training": config}, sort_keys=False)
     )
-    trainer = Trainer(net, config, train_set, test_set, run_dir, ConsoleProgress())
+    checkpoints, interrupts = Checkpointer(run_dir), StopOnInterrupt()
+    callbacks = [HistoryWriter(run_dir), checkpoints, StopOnNonFinite(), interrupts]
+    trainer = Trainer(net, config, train_set, test_set, [*callbacks, ConsoleProgress()])
     if resume:
         trainer.restore(resume)
     click.echo(
@@ -50,8 +56,18 @@ def train_from_cli(spec_file: str, *, out: str | None, resume: str | None, **fla
     )
     try:
         history = trainer.fit()
-    except TrainingStopped as stopped:
-        click.echo(str(stopped), err=True)
+    except TrainingFailed as failure:
+        kept = (
+            f"; {checkpoints.last} holds the last good state" if checkpoints.last.exists() else ""
+        )
+        raise TrainingFailed(f"{failure}{kept}") from None
+    if interrupts.interrupted:
+        state, last = trainer.state, checkpoints.last
+        click.echo(
+            f"stopped at epoch {state.epoch + 1}, batch {state.batch}; saved {last} — "
+            f"continue with --resume {last}",
+            err=True,
+        )
         return INTERRUPTED
     _draw_curves(run_dir)
     if history:
@@ -66,7 +82,7 @@ def train_from_cli(spec_file: str, *, out: str | None, resume: str | None, **fla
 
 def _resumed_config(checkpoint: str, flags: dict[str, Any]) -> dict[str, Any]:
     """A resumed run keeps its saved settings; only --epochs and --data-dir may change."""
-    _, meta = load_checkpoint(checkpoint)
+    saved = read_run(checkpoint).config
     fixed = [name for name in ("batch_size", "lr", "seed") if flags.get(name) is not None]
     if fixed:
         option = "--" + fixed[0].replace("_", "-")
@@ -74,7 +90,7 @@ def _resumed_config(checkpoint: str, flags: dict[str, Any]) -> dict[str, Any]:
             f"{option} cannot change when resuming: the run continues with the settings "
             f"saved in {checkpoint}"
         )
-    config = dict(meta["config"])
+    config = resolve_config(saved)
     for name in ("epochs", "data_dir"):
         if flags.get(name) is not None:
             config[name] = flags[name]
@@ -142,7 +158,7 @@ def _draw_curves(run_dir: Path) -> None:
 def evaluate_report(checkpoint: str, split: str, data_dir: str | None) -> str:
     """Accuracy, per-class accuracy and the confusion matrix, as text."""
     model = load_trained(checkpoint)
-    dataset = _checkpoint_dataset(model.meta, split, data_dir, model.net)
+    dataset = _checkpoint_dataset(model.run.config, split, data_dir, model.net)
     predictions = model.probabilities(dataset.images).argmax(axis=1)
     counts = confusion_matrix(dataset.labels, predictions, model.net.classes)
     accuracy = np.trace(counts) / max(counts.sum(), 1)
@@ -178,7 +194,7 @@ def predict_report(
     top_k = min(top_k, model.net.classes)
     lines: list[str] = []
     if indices:
-        dataset = _checkpoint_dataset(model.meta, split, data_dir, model.net)
+        dataset = _checkpoint_dataset(model.run.config, split, data_dir, model.net)
         for index in indices:
             if index >= len(dataset):
                 raise click.BadParameter(
@@ -222,8 +238,10 @@ def _write_png(image: np.ndarray, name: str) -> Path:
     return path
 
 
-def _checkpoint_dataset(meta: dict[str, Any], split: str, data_dir: str | None, net) -> Dataset:
-    config = dict(meta.get("config") or {})
+def _checkpoint_dataset(
+    saved: dict[str, Any], split: str, data_dir: str | None, net: Any
+) -> Dataset:
+    config = dict(saved)
     if "dataset" not in config:
         raise CnnbuildError("the checkpoint does not say which dataset it was trained on")
     if data_dir is not None:

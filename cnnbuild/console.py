@@ -8,49 +8,60 @@ from typing import TextIO
 
 import numpy as np
 
-from cnnbuild.train import Progress
+from cnnbuild.train import Callback, Progress, Trainer
 
 EPOCH_HEADER = f"{'epoch':>5}  {'loss':>8}  {'train acc':>9}  {'test acc':>8}  {'time':>7}"
 
 
-class ConsoleProgress:
-    """A progress bar during each epoch (on a terminal), then one line per epoch."""
+class ConsoleProgress(Callback):
+    """A progress bar during each epoch on ``bar`` when it is a terminal, then one line per
+    epoch on ``table`` (the report's columns). Defaults: standard error and output, looked up
+    when written to."""
 
-    def __init__(self, stream: TextIO | None = None, width: int = 24) -> None:
-        self.stream = stream or sys.stderr
+    def __init__(
+        self, table: TextIO | None = None, bar: TextIO | None = None, width: int = 24
+    ) -> None:
+        self._table, self._bar = table, bar
         self.width = width
-        self.live = self.stream.isatty()
         self._drawn = 0.0
         self._header_shown = False
 
+    @property
+    def table(self) -> TextIO:
+        return self._table or sys.stdout
+
+    @property
+    def bar(self) -> TextIO:
+        return self._bar or sys.stderr
+
     def _header(self) -> None:
         if not self._header_shown:
-            print(EPOCH_HEADER, file=sys.stdout, flush=True)
+            print(EPOCH_HEADER, file=self.table, flush=True)
             self._header_shown = True
 
-    def on_batch(self, progress: Progress) -> None:
+    def on_batch_end(self, trainer: Trainer, progress: Progress) -> None:
         self._header()
         now = time.monotonic()
-        if not self.live or (now - self._drawn < 0.1 and progress.batch < progress.batches):
+        if not self.bar.isatty() or (now - self._drawn < 0.1 and progress.batch < progress.batches):
             return
         self._drawn = now
         done = progress.batch / progress.batches
         bar = "#" * int(done * self.width)
         eta = progress.seconds / progress.batch * (progress.batches - progress.batch)
-        self.stream.write(
+        self.bar.write(
             f"\repoch {progress.epoch}/{progress.epochs} [{bar:<{self.width}}] "
             f"{progress.batch}/{progress.batches}  loss {progress.loss:.4f}  "
             f"acc {progress.accuracy:.4f}  {progress.images_per_second:,.0f} img/s  "
             f"ETA {_duration(eta)}\x1b[K"
         )
-        self.stream.flush()
+        self.bar.flush()
 
-    def on_epoch(self, record: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, float]) -> None:
         self._header()
-        if self.live:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-        print(epoch_line(record), file=sys.stdout, flush=True)
+        if self.bar.isatty():
+            self.bar.write("\r\x1b[K")
+            self.bar.flush()
+        print(epoch_line(record), file=self.table, flush=True)
 
 
 def epoch_line(record: dict[str, float]) -> str:

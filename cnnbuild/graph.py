@@ -1,21 +1,38 @@
 """The network: named layers in topological order, forward and backward passes, named
-parameters ("conv1.W"), gradients and buffers ("bn1.running_mean")."""
+parameters ("conv1.W") with their roles, gradients and buffers ("bn1.running_mean")."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cnnbuild.layers import Layer
-from cnnbuild.layers.base import Shape
+from cnnbuild.layers.base import Role, Shape
 from cnnbuild.layers.output import Softmax
 
 if TYPE_CHECKING:
     from cnnbuild.summary import Summary
 
 INPUT = "input"  # the name by which layers refer to the network's input
+PREDICT_BATCH = 500  # images per batch in inference
+
+
+class Observer:
+    """Watches a network's passes: called after each layer, in the order layers run.
+
+    Subclass and override what you need; register with ``Network.observed``.
+    """
+
+    def after_forward(self, name: str, output: np.ndarray) -> None:
+        """Layer ``name`` computed ``output``."""
+
+    def after_backward(self, name: str, gradients: list[np.ndarray]) -> None:
+        """Layer ``name`` computed the gradients w.r.t. its inputs (an empty list for a
+        layer that reads the network's input, when no input gradient is asked for)."""
 
 
 @dataclass
@@ -51,6 +68,7 @@ class Network:
         self.rng = rng
         self.spec = spec or {}
         self._last_use = _last_uses(nodes)
+        self._observers: list[Observer] = []
 
     @property
     def layers(self) -> dict[str, Layer]:
@@ -70,11 +88,16 @@ class Network:
         return self._collect("grads")
 
     @property
+    def roles(self) -> dict[str, Role]:
+        """How the optimizer treats each parameter: weight decay, trainable."""
+        return self._collect("roles")
+
+    @property
     def buffers(self) -> dict[str, np.ndarray]:
         """Non-trainable state such as batch-norm running statistics."""
         return self._collect("buffers")
 
-    def _collect(self, attribute: str) -> dict[str, np.ndarray]:
+    def _collect(self, attribute: str) -> dict[str, Any]:
         return {
             f"{node.name}.{key}": value
             for node in self.nodes
@@ -83,12 +106,23 @@ class Network:
 
     # --- computation -----------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def observed(self, observer: Observer) -> Iterator[Observer]:
+        """Call ``observer`` after each layer of every pass while the block runs."""
+        self._observers.append(observer)
+        try:
+            yield observer
+        finally:
+            self._observers.remove(observer)
+
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         """x: (N, *input_shape) -> the output layer's activations, (N, classes)."""
         values = {INPUT: x}
         for step, node in enumerate(self.nodes):
-            xs = [values[name] for name in node.inputs]
-            values[node.name] = node.layer.forward(xs if node.layer.merge else xs[0], train)
+            output = node.layer.forward([values[name] for name in node.inputs], train)
+            values[node.name] = output
+            for observer in self._observers:
+                observer.after_forward(node.name, output)
             for name in set(node.inputs):  # a layer may name one input twice
                 if self._last_use[name] == step:
                     del values[name]
@@ -105,6 +139,8 @@ class Network:
         if not isinstance(softmax, Softmax):
             raise TypeError(f"the output layer {softmax.name!r} is not a softmax")
         dlogits = softmax.loss_gradient(labels)
+        for observer in self._observers:
+            observer.after_backward(self.output.name, [dlogits])
         self._backpropagate({self.output.inputs[0]: dlogits}, self.nodes[:-1], to_input=False)
 
     def _backpropagate(
@@ -114,10 +150,13 @@ class Network:
             dy = pending.pop(node.name)
             if not to_input and all(name == INPUT for name in node.inputs):
                 node.layer.backward_params(dy)
-                continue
-            dxs = node.layer.backward(dy)
-            for name, dx in zip(node.inputs, dxs if node.layer.merge else [dxs], strict=True):
-                pending[name] = pending[name] + dx if name in pending else dx
+                dxs = []
+            else:
+                dxs = node.layer.backward(dy)
+                for name, dx in zip(node.inputs, dxs, strict=True):
+                    pending[name] = pending[name] + dx if name in pending else dx
+            for observer in self._observers:
+                observer.after_backward(node.name, dxs)
         return pending.get(INPUT)
 
     def summary(self, batch_size: int = 128) -> Summary:
@@ -126,11 +165,21 @@ class Network:
 
         return summarize(self, batch_size)
 
-    def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-        """Class probabilities (N, classes) in batches, without keeping activations."""
+    def predict(
+        self,
+        x: np.ndarray,
+        batch_size: int = PREDICT_BATCH,
+        prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """Class probabilities (N, classes), a batch at a time, in inference mode.
+
+        ``prepare`` turns each batch of ``x`` into network input (e.g. normalises uint8
+        images), so the whole set is never converted at once. Only one batch's activations
+        are held at a time.
+        """
         chunks = [
-            self.forward(x[start : start + batch_size], train=False)
-            for start in range(0, len(x), batch_size)
+            self.forward(prepare(batch) if prepare else batch)
+            for batch in (x[start : start + batch_size] for start in range(0, len(x), batch_size))
         ]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.classes), np.float32)
 

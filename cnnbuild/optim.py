@@ -8,8 +8,9 @@ The update rules follow torch.optim (one parameter group, no extras), written ou
 class docstring with ``g`` the gradient after weight decay.
 
 ``weight_decay`` is coupled L2 regularisation, as torch.optim's ``weight_decay``: before the
-update, ``g = grad + weight_decay * p`` -- but only for weights (keys ending in ".W"), never
-for biases or batch-norm ``gamma``/``beta``.
+update, ``g = grad + weight_decay * p`` -- only for the parameters whose layer declares that
+weight decay applies to them (``Role.decay``: conv and dense weights), never for biases or
+batch-norm ``gamma``/``beta``.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from cnnbuild.checkpoint import CheckpointError, load_into
+from cnnbuild.layers.base import Role
 from cnnbuild.options import Option, Registry, check_config, number
 
 T = TypeVar("T")
 
 WEIGHT_DECAY = number(
-    "Coupled L2 penalty added to the gradient of weights (keys ending in '.W'), "
+    "Coupled L2 penalty added to the gradient of weights (conv and dense W), "
     "not of biases or batch-norm gamma/beta: g = grad + weight_decay * W.",
     0.0,
     minimum=0,
@@ -51,8 +53,10 @@ class Optimizer(ABC):
     """Base class. Subclasses set ``type_name``, ``options`` and ``slots`` and implement
     ``_update``.
 
-    params: the layers' own arrays, updated in place by ``step``. ``slots`` names the
-    state arrays kept per parameter (Adam's "m" and "v").
+    params: the layers' own arrays, updated in place by ``step``; roles: how each is
+    treated (weight decay, trainable; default: trainable, no decay). Frozen parameters are
+    left alone and have no state. ``slots`` names the state arrays kept per parameter
+    (Adam's "m" and "v").
     """
 
     type_name: ClassVar[str] = ""
@@ -60,27 +64,34 @@ class Optimizer(ABC):
     slots: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
 
-    def __init__(self, params: dict[str, np.ndarray], **config: Any) -> None:
+    def __init__(
+        self,
+        params: dict[str, np.ndarray],
+        roles: Mapping[str, Role] | None = None,
+        **config: Any,
+    ) -> None:
         self.config = check_config(f"optimizer '{self.type_name}'", self.options, config)
-        self.params = params
+        roles = roles or dict.fromkeys(params, Role())
+        self.keys = params.keys()  # the keys ``step`` expects gradients for
+        self.params = {key: p for key, p in params.items() if roles[key].trainable}
         self.lr = self.config["lr"]
         self._t = np.zeros((), dtype=np.int64)
         self._state = {
-            slot: {key: np.zeros_like(p) for key, p in params.items()} for slot in self.slots
+            slot: {key: np.zeros_like(p) for key, p in self.params.items()} for slot in self.slots
         }
         # Per parameter: (key, p, decayed, g, tmp, state...). g receives the gradient after
         # weight decay and, like tmp, is scratch the update may overwrite.
-        decay = self.config["weight_decay"] > 0
+        decay_on = self.config["weight_decay"] > 0
         self._plan = [
             (
                 key,
                 p,
-                decay and key.endswith(".W"),
+                decay_on and roles[key].decay,
                 np.empty_like(p),
                 np.empty_like(p),
                 tuple(self._state[slot][key] for slot in self.slots),
             )
-            for key, p in params.items()
+            for key, p in self.params.items()
         ]
 
     def __repr__(self) -> str:
@@ -103,10 +114,11 @@ class Optimizer(ABC):
         return int(self._t)
 
     def step(self, grads: Mapping[str, np.ndarray]) -> None:
-        """Update every parameter in place from ``grads`` (same keys and shapes)."""
-        if grads.keys() != self.params.keys():
-            missing = sorted(self.params.keys() - grads.keys())
-            extra = sorted(grads.keys() - self.params.keys())
+        """Update every trainable parameter in place from ``grads`` (the keys of all the
+        parameters given, frozen ones too)."""
+        if grads.keys() != self.keys:
+            missing = sorted(self.keys - grads.keys())
+            extra = sorted(grads.keys() - self.keys)
             raise ValueError(f"gradients do not match parameters: missing {missing}, extra {extra}")
         self._t += 1
         weight_decay = self.config["weight_decay"]
@@ -152,14 +164,19 @@ class Optimizer(ABC):
         load_into(self._live_state(), state, f"the {self.type_name} optimizer")
 
 
-OPTIMIZERS = Registry("optimizer")
+OPTIMIZERS = Registry("optimizer", group="cnnbuild.optimizers")
 register = OPTIMIZERS.register
 
 
-def make_optimizer(config: Mapping[str, Any], params: dict[str, np.ndarray]) -> Optimizer:
-    """Build the optimizer ``config`` names, e.g. ``{"type": "adam", "lr": 0.001}``."""
+def make_optimizer(
+    config: Mapping[str, Any],
+    params: dict[str, np.ndarray],
+    roles: Mapping[str, Role] | None = None,
+) -> Optimizer:
+    """Build the optimizer ``config`` names, e.g. ``{"type": "adam", "lr": 0.001}``, over
+    ``params`` with their ``roles`` (see ``Optimizer``)."""
     cls, options = OPTIMIZERS.split(config)
-    return cls(params, **options)
+    return cls(params, roles, **options)
 
 
 @register

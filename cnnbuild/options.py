@@ -6,8 +6,10 @@ are derived from the declaration.
 
 from __future__ import annotations
 
+import copy
 import difflib
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +54,21 @@ def boolean(description: str, default: bool) -> Option:
     return Option({"type": "boolean"}, description, default)
 
 
+def section(options: dict[str, Option], description: str) -> Option:
+    """A mapping of its own options (such as ``training.augment``); default: theirs."""
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {key: option.json_schema() for key, option in options.items()},
+    }
+    return Option(schema, description, defaults(options))
+
+
+def defaults(options: dict[str, Option]) -> dict[str, Any]:
+    """The default of every option that has one (copies: callers may change them)."""
+    return {key: copy.deepcopy(o.default) for key, o in options.items() if not o.required}
+
+
 def check_config(who: str, options: dict[str, Option], given: dict[str, Any]) -> dict[str, Any]:
     """Fill defaults and check each value against its schema, echoing a bad value.
 
@@ -91,30 +108,86 @@ def _types(schema: dict[str, Any]) -> list[str]:
     return types
 
 
-class Registry(dict):
-    """Type names -> classes (layers, optimizers, schedules), like Caffe's layer factory:
-    a name is registered once, and an unknown name is answered with the known ones."""
+def did_you_mean(word: str, options: list[str]) -> str:
+    """`` — did you mean 'x'?`` for the closest of ``options``, or "" when none is close."""
+    close = difflib.get_close_matches(str(word), options, n=1, cutoff=0.6)
+    return f" — did you mean {close[0]!r}?" if close else ""
 
-    def __init__(self, kind: str) -> None:
-        super().__init__()
+
+class PluginWarning(UserWarning):
+    """An installed plugin could not be loaded; cnnbuild goes on without it."""
+
+
+class Registry(Mapping[str, type]):
+    """Type names -> classes (layers, optimizers, schedules), like Caffe's layer factory:
+    a name is registered once, and an unknown name is answered with the known ones.
+
+    Other installed packages add classes through the entry-point group ``group``
+    (``cnnbuild.layers``, ...): each entry point names a module that registers its classes
+    on import, or a class to register. They load the first time the registry is read.
+    ``generation`` counts registrations, so caches built from the registry (the schema)
+    know when they are stale.
+    """
+
+    def __init__(self, kind: str, group: str) -> None:
         self.kind = kind  # "layer", "optimizer", ...: names the registry in messages
+        self.group = group
+        self.generation = 0
+        self._classes: dict[str, type] = {}
+        self._plugins_loaded = False
 
     def register(self, cls: type) -> type:
         """Class decorator: make ``cls`` available under its ``type_name``."""
-        if not cls.type_name:
+        if not getattr(cls, "type_name", ""):
             raise TypeError(f"{cls.__name__} has no type_name")
-        if cls.type_name in self:
+        if self._classes.get(cls.type_name, cls) is not cls:
             raise TypeError(f"{self.kind} type {cls.type_name!r} is registered twice")
-        self[cls.type_name] = cls
+        self._classes[cls.type_name] = cls
+        self.generation += 1
         return cls
+
+    def unregister(self, type_name: str) -> None:
+        """Remove a type (for tests and interactive sessions that redefine a class)."""
+        del self._classes[type_name]
+        self.generation += 1
+
+    def _load_plugins(self) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        from importlib.metadata import entry_points
+
+        for entry in entry_points(group=self.group):
+            try:
+                loaded = entry.load()
+                if isinstance(loaded, type):
+                    self.register(loaded)
+            except Exception as error:  # a broken plugin must not take cnnbuild down
+                warnings.warn(
+                    f"cannot load the {self.kind} plugin {entry.value!r} (entry point "
+                    f"{entry.name!r} in group {self.group!r}): {error}",
+                    PluginWarning,
+                    stacklevel=2,
+                )
+
+    def __getitem__(self, name: str) -> type:
+        self._load_plugins()
+        return self._classes[name]
+
+    def __iter__(self) -> Iterator[str]:
+        self._load_plugins()
+        return iter(self._classes)
+
+    def __len__(self) -> int:
+        self._load_plugins()
+        return len(self._classes)
 
     def lookup(self, name: str) -> type:
         """The class registered under ``name``; ConfigError with a "did you mean" if none."""
         if name in self:
             return self[name]
-        close = difflib.get_close_matches(str(name), list(self), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
         known = ", ".join(sorted(self))
+        hint = did_you_mean(str(name), list(self))
         raise ConfigError(f"{self.kind}: unknown type {name!r}{hint}; known types: {known}")
 
     def split(self, config: Mapping[str, Any]) -> tuple[type, dict[str, Any]]:

@@ -63,7 +63,7 @@ class Schedule:
         return self.base_lr
 
 
-SCHEDULES = Registry("schedule")
+SCHEDULES = Registry("schedule", group="cnnbuild.schedules")
 register = SCHEDULES.register
 
 

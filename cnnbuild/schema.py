@@ -1,21 +1,46 @@
-"""The JSON Schema of architecture files, generated from the option declarations.
+"""The JSON Schema of architecture files, built from the registered types.
 
-The layer registry, the optimizers and the schedules declare their keys once; this module
-turns those declarations into ``schemas/cnnbuild.schema.json`` (Ludwig's shape: a ``type``
+The layers, optimizers and schedules registered now (built in, from plugins or from user
+code) and the ``training:`` options declare their keys once; this module turns those
+declarations into the schema that specs are checked against (Ludwig's shape: a ``type``
 enum plus one ``if type == X then {properties, additionalProperties: false}`` block each).
-Regenerate the file with ``python -m cnnbuild.schema > schemas/cnnbuild.schema.json``.
+The built-in types' schema is also shipped as ``schemas/cnnbuild.schema.json`` for
+editors; regenerate it with ``python -m cnnbuild.schema > schemas/cnnbuild.schema.json``.
 """
 
 from __future__ import annotations
 
 import json
+from functools import cache
+from importlib import resources
 from typing import Any
 
 from cnnbuild.options import Option
 
+SCHEMA_FILE = "cnnbuild.schema.json"
 SCHEMA_ID = "https://cnnbuild.dev/schemas/cnnbuild.schema.json"
 NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$"
-DATASETS = ["mnist", "fashion-mnist", "cifar10", "folder"]
+
+
+def validator() -> Any:
+    """A JSON Schema validator for the types registered now (rebuilt only when they change)."""
+    from cnnbuild.layers import REGISTRY
+    from cnnbuild.optim import OPTIMIZERS
+    from cnnbuild.schedules import SCHEDULES
+
+    return _validator(REGISTRY.generation, OPTIMIZERS.generation, SCHEDULES.generation)
+
+
+@cache
+def _validator(*generations: int) -> Any:
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(build_schema())
+
+
+def shipped_schema_text() -> str:
+    """The JSON Schema file shipped inside the package (the same file as schemas/)."""
+    return resources.files("cnnbuild").joinpath(SCHEMA_FILE).read_text("utf-8")
 
 
 def build_schema() -> dict[str, Any]:
@@ -23,6 +48,7 @@ def build_schema() -> dict[str, Any]:
     from cnnbuild.layers import REGISTRY
     from cnnbuild.optim import OPTIMIZERS
     from cnnbuild.schedules import SCHEDULES
+    from cnnbuild.train import TRAINING
 
     defs: dict[str, Any] = {
         "item": {
@@ -77,7 +103,12 @@ def build_schema() -> dict[str, Any]:
                 "minItems": 1,
                 "items": {"$ref": "#/$defs/item"},
             },
-            "training": _training_block(),
+            "training": {
+                "description": "Defaults for `cnnbuild train`; command-line flags override them.",
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {key: option.json_schema() for key, option in TRAINING.items()},
+            },
         },
         "$defs": defs,
     }
@@ -123,16 +154,17 @@ def _options_block(type_name: str, options: dict[str, Option], doc: str | None) 
 
 def _layer_block(cls: Any) -> dict[str, Any]:
     block = _options_block(cls.type_name, cls.options, cls.description or cls.__doc__)
+    least, most = cls.arity
     inputs = {
         "description": "Names of earlier layers feeding this one (`input` is the network's "
         "input); default: the layer before."
-        + (" A merge layer takes two or more." if cls.merge else ""),
+        + (f" A merge layer takes {_count(least)} or more." if least > 1 else ""),
         "type": "array",
         "items": {"type": "string"},
-        "minItems": 2 if cls.merge else 1,
+        "minItems": least,
     }
-    if not cls.merge:
-        inputs["maxItems"] = 1
+    if most is not None:
+        inputs["maxItems"] = most
     block["properties"] = {
         "name": {
             "description": f"Unique layer name; default `{cls.type_name}<n>`. Letters, digits "
@@ -144,6 +176,10 @@ def _layer_block(cls: Any) -> dict[str, Any]:
         **block["properties"],
     }
     return block
+
+
+def _count(number: int) -> str:
+    return {2: "two", 3: "three"}.get(number, str(number))
 
 
 def _repeat_block() -> dict[str, Any]:
@@ -170,67 +206,6 @@ def _repeat_block() -> dict[str, Any]:
                 "type": "array",
                 "minItems": 1,
                 "items": {"$ref": "#/$defs/item"},
-            },
-        },
-    }
-
-
-def _training_block() -> dict[str, Any]:
-    return {
-        "description": "Defaults for `cnnbuild train`; command-line flags override them.",
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "dataset": {
-                "description": "Dataset to train on.",
-                "enum": DATASETS,
-                "default": "mnist",
-            },
-            "data_dir": {
-                "description": "Folder holding the dataset (required for `folder`); default: "
-                "searched, then downloaded.",
-                "type": "string",
-            },
-            "epochs": {
-                "description": "Number of passes over the training set.",
-                "type": "integer",
-                "minimum": 1,
-                "default": 10,
-            },
-            "batch_size": {
-                "description": "Images per training step.",
-                "type": "integer",
-                "minimum": 1,
-                "default": 128,
-            },
-            "seed": {
-                "description": "Seed of the one random generator (weights, shuffling, "
-                "dropout, augmentation).",
-                "type": "integer",
-                "minimum": 0,
-                "default": 0,
-            },
-            "optimizer": {"$ref": "#/$defs/optimizer", "default": {"type": "adam"}},
-            "schedule": {"$ref": "#/$defs/schedule", "default": {"type": "constant"}},
-            "augment": {
-                "description": "Random augmentation of training images.",
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "crop": {
-                        "description": "Pad by this many pixels, then crop back at a "
-                        "random offset; 0 turns it off.",
-                        "type": "integer",
-                        "minimum": 0,
-                        "default": 0,
-                    },
-                    "flip": {
-                        "description": "Flip images left-right with probability 0.5.",
-                        "type": "boolean",
-                        "default": False,
-                    },
-                },
-                "default": {},
             },
         },
     }

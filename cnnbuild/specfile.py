@@ -1,4 +1,5 @@
-"""Reading architecture files: safe YAML with line numbers, checked against the JSON Schema.
+"""Reading architecture files: safe YAML with line numbers, checked against the JSON Schema
+that ``schema.py`` builds from the registered layers, optimizers and schedules.
 
 Every problem is reported at once, each as
 ``FILE:LINE:COL: layers[3] 'conv2' (conv): what is wrong — how to fix it``.
@@ -6,19 +7,15 @@ Every problem is reported at once, each as
 
 from __future__ import annotations
 
-import difflib
-import json
 from dataclasses import dataclass, field
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from cnnbuild.errors import SpecError
+from cnnbuild.options import did_you_mean
 
-SCHEMA_FILE = "cnnbuild.schema.json"
 MAX_NODES = 100_000  # more than any real spec; stops alias bombs ("billion laughs")
 PLAIN_TAGS = {
     f"tag:yaml.org,2002:{name}"
@@ -293,26 +290,15 @@ def _column(node: yaml.Node) -> int:
     return node.start_mark.column + 1
 
 
-# --- the schema ----------------------------------------------------------------------------
-
-
-def shipped_schema_text() -> str:
-    """The JSON Schema file shipped inside the package (the same file as schemas/)."""
-    return resources.files("cnnbuild").joinpath(SCHEMA_FILE).read_text("utf-8")
-
-
-@cache
-def load_schema() -> dict[str, Any]:
-    return json.loads(shipped_schema_text())
+# --- checking against the schema ----------------------------------------------------------
 
 
 def schema_problems(spec: Spec) -> list[str]:
     """Every schema violation in ``spec``, as located messages (sorted by position)."""
-    from jsonschema import Draft202012Validator
+    from cnnbuild.schema import validator
 
-    validator = Draft202012Validator(load_schema())
     found: dict[str, tuple[Mark, str]] = {}
-    for error in validator.iter_errors(spec.data):
+    for error in validator().iter_errors(spec.data):
         for leaf in _leaves(error):
             path = tuple(leaf.absolute_path)
             explained = _explain(leaf, path)
@@ -344,13 +330,13 @@ def _explain(error, path: Path_) -> tuple[str, bool, Path_] | None:
         allowed = sorted(schema.get("properties", {}))
         extras = [k for k in value if k not in schema.get("properties", {})]
         extra = extras[0]
-        message = f"unknown key {extra!r}{_did_you_mean(str(extra), allowed)}"
+        message = f"unknown key {extra!r}{did_you_mean(str(extra), allowed)}"
         if len(extras) > 1:
             message = f"unknown keys {', '.join(map(repr, extras))}"
         return f"{message}; allowed keys: {', '.join(allowed)}", True, (*path, extra)
     if kind == "required":
         missing = next(key for key in error.validator_value if key not in value)
-        if _did_you_mean(missing, [str(key) for key in value]):
+        if did_you_mean(missing, [str(key) for key in value]):
             return None
         description = schema.get("properties", {}).get(missing, {}).get("description", "")
         hint = f" ({description})" if description else ""
@@ -359,7 +345,7 @@ def _explain(error, path: Path_) -> tuple[str, bool, Path_] | None:
         options = [str(v) for v in error.validator_value]
         what = "layer type" if key == "type" and _is_layer(path) else f"value for {key!r}"
         return (
-            f"unknown {what} {value!r}{_did_you_mean(str(value), options)}; "
+            f"unknown {what} {value!r}{did_you_mean(str(value), options)}; "
             f"choose one of: {', '.join(options)}",
             False,
             path,
@@ -419,8 +405,3 @@ def _json_type(value: Any) -> str:
     names = {bool: "boolean", int: "integer", float: "number", str: "string"}
     names |= {list: "list", dict: "mapping", type(None): "null"}
     return names.get(type(value), type(value).__name__)
-
-
-def _did_you_mean(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f" — did you mean {close[0]!r}?" if close else ""

@@ -19,7 +19,7 @@ class Row:
     params: int  # trainable
     buffers: int  # non-trainable (batch-norm running statistics)
     macs: int  # multiply-adds per image
-    inputs: list[str]  # shown for merge layers and explicit branches
+    inputs: list[str]  # shown where they are not just the layer before
 
 
 @dataclass
@@ -45,8 +45,7 @@ def summarize(net: Network, batch_size: int = 128) -> Summary:
     previous = "input"
     for node in net.nodes:
         layer = node.layer
-        shown_inputs = node.inputs if layer.merge or node.inputs != [previous] else []
-        input_shape = node.input_shapes if layer.merge else node.input_shapes[0]
+        shown_inputs = node.inputs if node.inputs != [previous] else []
         rows.append(
             Row(
                 name=node.name,
@@ -54,7 +53,7 @@ def summarize(net: Network, batch_size: int = 128) -> Summary:
                 output_shape=node.output_shape,
                 params=sum(p.size for p in layer.params.values()),
                 buffers=sum(b.size for b in layer.buffers.values()),
-                macs=int(layer.macs(input_shape, node.output_shape)),
+                macs=int(layer.macs(node.input_shapes, node.output_shape)),
                 inputs=list(shown_inputs),
             )
         )

@@ -1,22 +1,20 @@
 """Where a training step spends its time: per-layer forward and backward milliseconds, as
 ``caffe time`` reports them.
 
-Each layer's ``forward`` and ``backward`` (``backward_params`` for a layer that reads the
-network's input, ``loss_gradient`` for the softmax output, whose gradient is fused with the
-loss) is timed on random data through the network's own passes,
-then the optimizer step. Times are medians over the timed steps.
+Training steps run on random data through the network's own passes, watched by an
+``Observer`` that reads the clock after each layer: a layer's time is the time since the
+previous layer finished (for the softmax output, its backward is the loss gradient, fused
+with the loss). Then the optimizer step. Times are medians over the timed steps.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from cnnbuild.graph import Network
+from cnnbuild.graph import Network, Observer
 from cnnbuild.optim import make_optimizer
 from cnnbuild.tables import aligned
 
@@ -64,30 +62,28 @@ def time_step(
     x = rng.standard_normal((batch_size, *net.input_shape), dtype=np.float32)
     labels = rng.integers(0, net.classes, batch_size)
     config = optimizer or net.spec.get("training", {}).get("optimizer", DEFAULT_OPTIMIZER)
-    opt = make_optimizer(config, net.params)
-    names = [node.name for node in net.nodes]
-    laps: dict[str, list[float]] = {f"{name}/{way}": [] for name in names for way in "fb"}
+    opt = make_optimizer(config, net.params, net.roles)
     updates, totals = [], []
-    with _stopwatches(net, laps):
+    with net.observed(_Stopwatch()) as watch:
         for step in range(warmup + steps):
-            started = time.perf_counter()
+            if step == warmup:
+                watch.laps.clear()
+            started = watch.lap_start = time.perf_counter()
             net.forward(x, train=True)
+            watch.lap_start = time.perf_counter()
             net.backward_loss(labels)
             updated = time.perf_counter()
             opt.step(net.grads)
             done = time.perf_counter()
-            if step < warmup:
-                for lap in laps.values():
-                    lap.clear()
-            else:
+            if step >= warmup:
                 updates.append(done - updated)
                 totals.append(done - started)
     layers = [
         LayerTime(
             node.name,
             node.layer.type_name,
-            _median_ms(laps[f"{node.name}/f"]),
-            _median_ms(laps[f"{node.name}/b"]),
+            _median_ms(watch.laps.get((node.name, "forward"), [])),
+            _median_ms(watch.laps.get((node.name, "backward"), [])),
         )
         for node in net.nodes
     ]
@@ -123,31 +119,23 @@ def render(timing: StepTime) -> str:
     )
 
 
-@contextlib.contextmanager
-def _stopwatches(net: Network, laps: dict[str, list[float]]) -> Iterator[None]:
-    """Time every layer's forward and backward into ``laps`` while the block runs."""
-    wrapped = []
-    for node in net.nodes:
-        layer = node.layer
-        backwards = ["loss_gradient"] if node is net.output else ["backward", "backward_params"]
-        for method, way in [("forward", "f")] + [(name, "b") for name in backwards]:
-            setattr(layer, method, _timed(getattr(layer, method), laps[f"{node.name}/{way}"]))
-            wrapped.append((layer, method))
-    try:
-        yield
-    finally:
-        for layer, method in wrapped:
-            delattr(layer, method)  # the class's method shows through again
+class _Stopwatch(Observer):
+    """Seconds per (layer, pass): each lap runs from ``lap_start`` or the previous layer's end."""
 
+    def __init__(self) -> None:
+        self.laps: dict[tuple[str, str], list[float]] = {}
+        self.lap_start = 0.0
 
-def _timed(function: Callable, lap: list[float]) -> Callable:
-    def timed(*args, **kwargs):
-        started = time.perf_counter()
-        result = function(*args, **kwargs)
-        lap.append(time.perf_counter() - started)
-        return result
+    def _lap(self, name: str, way: str) -> None:
+        now = time.perf_counter()
+        self.laps.setdefault((name, way), []).append(now - self.lap_start)
+        self.lap_start = now
 
-    return timed
+    def after_forward(self, name: str, output: np.ndarray) -> None:
+        self._lap(name, "forward")
+
+    def after_backward(self, name: str, gradients: list[np.ndarray]) -> None:
+        self._lap(name, "backward")
 
 
 def _median_ms(seconds: list[float]) -> float:

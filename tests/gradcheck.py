@@ -1,4 +1,4 @@
-"""Float64 central-difference gradient checks for layers, single-input or merge."""
+"""Float64 central-difference gradient checks for layers, with one input or several."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def numerical_gradient(loss: Callable[[], float], array: np.ndarray, h: float = 
 
 def check_layer_gradients(
     layer: Layer,
-    inputs: np.ndarray | list[np.ndarray],
+    inputs: list[np.ndarray],
     *,
     train: bool = True,
     rng: np.random.Generator | None = None,
@@ -38,14 +38,15 @@ def check_layer_gradients(
 ) -> None:
     """Compare ``backward`` with central differences of L = sum(forward(inputs) * r).
 
-    layer: already built in float64. inputs: (N, *input_shape), or a list of such arrays for a
-    merge layer. r is a fixed random array drawn from ``seed``. rng: the generator a random
-    layer draws from (dropout); its state is restored before every forward, so every
-    evaluation sees the same draws. Checks the gradient of every input and of every parameter,
+    layer: already built in float64. inputs: one (N, *input_shape) array per input of the
+    layer (a list of one for most layers). r is a fixed random array drawn from ``seed``.
+    rng: the generator a random layer draws from (dropout); its state is restored before
+    every forward, so every evaluation sees the same draws. Checks the gradient of every
+    input and of every parameter, that backward returns a list with one gradient per input,
     and that neither backward writes into dy nor forward into its inputs; raises
     AssertionError naming the first gradient that differs.
     """
-    xs = [np.array(x, dtype=np.float64) for x in (inputs if layer.merge else [inputs])]
+    xs = [np.array(x, dtype=np.float64) for x in inputs]
     originals = [x.copy() for x in xs]
     for key, param in layer.params.items():
         assert param.dtype == np.float64, f"param {key} is {param.dtype}; build in float64"
@@ -54,7 +55,7 @@ def check_layer_gradients(
     def run() -> np.ndarray:
         if rng is not None:
             rng.bit_generator.state = start
-        return layer.forward(xs if layer.merge else xs[0], train=train)
+        return layer.forward(xs, train=train)
 
     y = run()
     weights = np.random.default_rng(seed).standard_normal(y.shape)
@@ -67,7 +68,7 @@ def check_layer_gradients(
     np.testing.assert_array_equal(dy, weights, err_msg="backward wrote into dy")
     for x, original in zip(xs, originals, strict=True):
         np.testing.assert_array_equal(x, original, err_msg="forward wrote into its input")
-    dxs = dxs if layer.merge else [dxs]
+    assert isinstance(dxs, list), f"backward returned {type(dxs).__name__}, not a list"
     assert len(dxs) == len(xs), f"backward returned {len(dxs)} gradients for {len(xs)} inputs"
     assert set(layer.grads) == set(layer.params), "grads and params have different keys"
 

@@ -7,29 +7,31 @@ from gradcheck import numerical_gradient
 
 import cnnbuild
 from cnnbuild.errors import SpecError
+from cnnbuild.graph import Observer
+from cnnbuild.layers.base import Role
 from cnnbuild.summary import summarize
 
 HEAD = "name: t\ninput: [2, 8, 8]\nclasses: 3\nlayers:\n"
 TAIL = "  - {type: flatten}\n  - {type: dense, units: 3}\n  - {type: softmax}\n"
 
 
-def forward_shapes(net, x):
-    """Run the graph node by node and return each node's real output shape."""
-    values, shapes = {"input": x}, {}
-    for node in net.nodes:
-        xs = [values[name] for name in node.inputs]
-        values[node.name] = node.layer.forward(xs if node.layer.merge else xs[0], False)
-        shapes[node.name] = values[node.name].shape[1:]
-    return shapes
+class Shapes(Observer):
+    """Records the per-sample shape of each layer's output, in the order layers run."""
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[str, tuple[int, ...]]] = []
+
+    def after_forward(self, name: str, output: np.ndarray) -> None:
+        self.shapes.append((name, output.shape[1:]))
 
 
 @pytest.mark.parametrize("path", ARCHS, ids=[p.stem for p in ARCHS])
 def test_inferred_shapes_equal_a_real_forward_pass(path):
     net = cnnbuild.load(path, seed=0)
     x = np.random.default_rng(0).standard_normal((2, *net.input_shape)).astype(np.float32)
-    real = forward_shapes(net, x)
-    assert real == {node.name: node.output_shape for node in net.nodes}
-    assert net.forward(x).shape == (2, net.classes)
+    with net.observed(Shapes()) as real:
+        assert net.forward(x).shape == (2, net.classes)
+    assert real.shapes == [(node.name, node.output_shape) for node in net.nodes]
 
 
 @pytest.mark.parametrize(
@@ -110,6 +112,8 @@ def test_params_are_float32_and_named_by_layer():
     assert {"batchnorm1.running_mean", "batchnorm2.running_var"} <= set(net.buffers)
     assert all(p.dtype == np.float32 for p in net.params.values())
     assert net.params.keys() == net.grads.keys()
+    # Weight decay for conv and dense weights only; everything trainable.
+    assert net.roles == {key: Role(decay=key.endswith(".W")) for key in net.params}
 
 
 def build_error(text: str) -> str:

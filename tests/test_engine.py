@@ -10,6 +10,7 @@ import pytest
 from conftest import ROOT
 
 from cnnbuild.builder import load, loads
+from cnnbuild.graph import INPUT, Observer
 from cnnbuild.layers import conv, layer_class
 from cnnbuild.layers.output import cross_entropy
 
@@ -25,16 +26,16 @@ CONVS = [
 def run_conv(config, shape, train):
     """forward, backward and backward_params of one conv layer on a fixed batch of 5."""
     layer = layer_class("conv")("c", **config)
-    layer.build(shape, np.random.default_rng(0), np.float64)
+    layer.build([shape], np.random.default_rng(0), np.float64)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((5, *shape))
-    y = layer.forward(x, train=train)
+    y = layer.forward([x], train=train)
     dy = rng.standard_normal(y.shape)
-    dx = layer.backward(dy)
+    (dx,) = layer.backward(dy)
     grads = {key: grad.copy() for key, grad in layer.grads.items()}
     for grad in layer.grads.values():
         grad[...] = np.nan
-    layer.forward(x, train=train)
+    layer.forward([x], train=train)
     layer.backward_params(dy)
     return y, dx, grads, {key: grad.copy() for key, grad in layer.grads.items()}
 
@@ -62,13 +63,13 @@ def test_backward_params_fills_the_grads_backward_fills(type_name):
         "batchnorm": ({}, (2, 3, 3)),
     }[type_name]
     layer = layer_class(type_name)("l", **config)
-    layer.build(shape, np.random.default_rng(0), np.float64)
+    layer.build([shape], np.random.default_rng(0), np.float64)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((4, *shape))
-    dy = rng.standard_normal(layer.forward(x, train=True).shape)
+    dy = rng.standard_normal(layer.forward([x], train=True).shape)
     layer.backward(dy)
     expected = {key: grad.copy() for key, grad in layer.grads.items()}
-    layer.forward(x, train=True)
+    layer.forward([x], train=True)
     assert layer.backward_params(dy) is None
     for key, grad in layer.grads.items():
         np.testing.assert_array_equal(grad, expected[key])
@@ -93,6 +94,44 @@ def test_training_gradients_skip_only_the_input_gradient(arch):
     assert net.backward_loss(labels) is None
     for key, grad in net.grads.items():
         np.testing.assert_allclose(grad, full[key], rtol=1e-9, atol=1e-12, err_msg=key)
+
+
+class Recorder(Observer):
+    """Records every call: (pass, layer name, output or gradients)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, object]] = []
+
+    def after_forward(self, name, output):
+        self.calls.append(("forward", name, output))
+
+    def after_backward(self, name, gradients):
+        self.calls.append(("backward", name, gradients))
+
+
+def test_an_observer_sees_every_layer_of_both_passes_in_order():
+    net = load(ROOT / "archs" / "cifar_resnet.yaml", seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, *net.input_shape), dtype=np.float32)
+    labels = rng.integers(0, net.classes, 3)
+    with net.observed(Recorder()) as seen:
+        probs = net.forward(x, train=True)
+        net.backward_loss(labels)
+    names = [node.name for node in net.nodes]
+    assert [(kind, name) for kind, name, _ in seen.calls] == [
+        *(("forward", name) for name in names),
+        *(("backward", name) for name in reversed(names)),
+    ]
+    for node, (_, _, output) in zip(net.nodes, seen.calls, strict=False):
+        assert output.shape == (3, *node.output_shape), node.name
+    assert seen.calls[len(names) - 1][2] is probs
+    for node, (_, _, gradients) in zip(reversed(net.nodes), seen.calls[len(names) :], strict=True):
+        if node.inputs == [INPUT]:  # no input gradient is asked for
+            assert gradients == [], node.name
+        else:
+            assert [g.shape[1:] for g in gradients] == node.input_shapes, node.name
+    net.forward(x)  # the observer is gone after the block
+    assert len(seen.calls) == 2 * len(names)
 
 
 def test_a_net_reading_its_input_twice_still_trains():

@@ -13,9 +13,10 @@ from gradcheck import check_layer_gradients, numerical_gradient
 
 from cnnbuild.errors import ConfigError, ShapeError
 from cnnbuild.layers import REGISTRY, Layer, layer_class
-from cnnbuild.layers.base import Shape
+from cnnbuild.layers.base import Role, Shape
 from cnnbuild.layers.init import init_weights
 from cnnbuild.layers.output import Softmax, cross_entropy
+from cnnbuild.optim import make_optimizer
 
 BATCH = 3
 
@@ -81,6 +82,11 @@ def case_id(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
+def as_list(shape: Shape | list[Shape]) -> list[Shape]:
+    """The input shapes a layer receives: a single shape becomes a list of one."""
+    return shape if isinstance(shape, list) else [shape]
+
+
 def distinct_inputs(
     shapes: list[Shape], rng: np.random.Generator, dtype=np.float64
 ) -> list[np.ndarray]:
@@ -97,17 +103,17 @@ def distinct_inputs(
 
 
 def make(type_name: str, case: Case, dtype=np.float64, seed: int = 0):
-    """A built layer with random params and buffers, and inputs for it (a list for merges)."""
+    """A built layer with random params and buffers, and its inputs: one array per input."""
     layer = layer_class(type_name)(type_name + "1", **case.config)
-    shapes = case.shape if layer.merge else [case.shape]
+    shapes = as_list(case.shape)
     rng = np.random.default_rng(seed)
-    layer.build(case.shape, rng, dtype)
+    layer.build(shapes, rng, dtype)
     for param in layer.params.values():
         param[...] = rng.uniform(0.5, 1.5, param.shape) * rng.choice([-1, 1], param.shape)
     for key, buffer in layer.buffers.items():
         buffer[...] = rng.uniform(0.5, 2.0, buffer.shape) if key == "running_var" else 0.3
     xs = distinct_inputs(shapes, np.random.default_rng(seed + 1), dtype)
-    return layer, (xs if layer.merge else xs[0]), rng
+    return layer, xs, rng
 
 
 # --- registry and configuration ----------------------------------------------------------------
@@ -128,6 +134,14 @@ def test_every_layer_type_documents_itself(type_name):
 
 
 @pytest.mark.parametrize(("type_name", "case"), all_cases(), ids=case_id)
+def test_arity_admits_the_inputs_of_every_case(type_name, case):
+    cls = layer_class(type_name)
+    assert cls.arity == ((2, None) if type_name in ("add", "concat") else (1, 1))
+    least, most = cls.arity
+    assert least <= len(as_list(case.shape)) <= (most or math.inf)
+
+
+@pytest.mark.parametrize(("type_name", "case"), all_cases(), ids=case_id)
 def test_config_round_trips(type_name, case):
     layer = layer_class(type_name)("x", **case.config)
     config = layer.get_config()
@@ -143,8 +157,8 @@ def test_config_round_trips(type_name, case):
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 def test_gradients_match_central_differences(type_name, train):
     for case in cases_of(type_name):
-        layer, x, rng = make(type_name, case)
-        check_layer_gradients(layer, x, train=train, rng=rng)
+        layer, xs, rng = make(type_name, case)
+        check_layer_gradients(layer, xs, train=train, rng=rng)
 
 
 def test_softmax_loss_gradient_matches_cross_entropy():
@@ -152,11 +166,11 @@ def test_softmax_loss_gradient_matches_cross_entropy():
     logits = rng.standard_normal((4, 5))
     labels = np.array([0, 3, 4, 3])
     layer = Softmax("out")
-    layer.forward(logits)
+    layer.forward([logits])
     fused = layer.loss_gradient(labels)
 
     def loss() -> float:
-        return cross_entropy(Softmax("out").forward(logits), labels)
+        return cross_entropy(Softmax("out").forward([logits]), labels)
 
     np.testing.assert_allclose(fused, numerical_gradient(loss, logits), rtol=1e-5, atol=1e-8)
 
@@ -165,10 +179,11 @@ def test_softmax_backward_chains_with_cross_entropy_to_the_fused_gradient():
     logits = np.random.default_rng(1).standard_normal((3, 4))
     labels = np.array([1, 0, 3])
     layer = Softmax("out")
-    p = layer.forward(logits)
+    p = layer.forward([logits])
     dp = np.zeros_like(p)
     dp[np.arange(3), labels] = -1 / (3 * p[np.arange(3), labels])
-    np.testing.assert_allclose(layer.backward(dp), layer.loss_gradient(labels), atol=1e-12)
+    (dx,) = layer.backward(dp)
+    np.testing.assert_allclose(dx, layer.loss_gradient(labels), atol=1e-12)
 
 
 # --- golden values -----------------------------------------------------------------------------
@@ -190,13 +205,13 @@ CONVS = [
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_conv_matches_the_loop(kernel, stride, padding, bias, shape, dtype):
     config = {"filters": 3, "kernel": kernel, "stride": stride, "padding": padding, "bias": bias}
-    layer, x, _ = make("conv", Case(config, shape), dtype)
+    layer, (x,), _ = make("conv", Case(config, shape), dtype)
     w = layer.params["W"].astype(np.float64)
     b = layer.params["b"].astype(np.float64) if bias else None
     pad = {"valid": 0, "same": (kernel - 1) // 2}.get(padding, padding)
     expected = reference.conv2d(x.astype(np.float64), w, b, stride, pad)
     tolerance = 1e-12 if dtype == np.float64 else 1e-5
-    np.testing.assert_allclose(layer.forward(x), expected, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(layer.forward([x]), expected, rtol=tolerance, atol=tolerance)
 
 
 POOLS = [
@@ -215,17 +230,17 @@ POOLS = [
     ("type_name", "loop"), [("maxpool", reference.maxpool2d), ("avgpool", reference.avgpool2d)]
 )
 def test_pooling_matches_the_loop(type_name, loop, size, stride, shape):
-    layer, x, _ = make(type_name, Case({"size": size, "stride": stride}, shape))
+    layer, (x,), _ = make(type_name, Case({"size": size, "stride": stride}, shape))
     expected = loop(x, size, stride or size)
-    np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-12)
+    np.testing.assert_allclose(layer.forward([x]), expected, rtol=1e-12)
 
 
 def test_maxpool_backward_goes_to_the_first_of_tied_maxima():
     layer = layer_class("maxpool")("p", size=2)
     x = np.ones((1, 1, 2, 4))
     x[0, 0, 1, 3] = 2.0
-    layer.forward(x)
-    dx = layer.backward(np.array([[[[5.0, 7.0]]]]))
+    layer.forward([x])
+    (dx,) = layer.backward(np.array([[[[5.0, 7.0]]]]))
     np.testing.assert_array_equal(dx[0, 0], [[5, 0, 0, 0], [0, 0, 0, 7]])
 
 
@@ -233,8 +248,8 @@ def test_maxpool_backward_adds_up_where_windows_overlap():
     layer = layer_class("maxpool")("p", size=2, stride=1)
     x = np.zeros((1, 1, 3, 3))
     x[0, 0, 1, 1] = 1.0  # the maximum of all four windows
-    layer.forward(x)
-    dx = layer.backward(np.array([[[[1.0, 2.0], [3.0, 4.0]]]]))
+    layer.forward([x])
+    (dx,) = layer.backward(np.array([[[[1.0, 2.0], [3.0, 4.0]]]]))
     assert dx[0, 0, 1, 1] == 10.0
     assert np.count_nonzero(dx) == 1
 
@@ -275,28 +290,30 @@ SHAPES = [
 @pytest.mark.parametrize(("type_name", "config", "shape", "expected"), SHAPES, ids=case_id)
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 def test_output_shape_is_the_shape_forward_produces(type_name, config, shape, expected, train):
-    layer, x, _ = make(type_name, Case(config, shape))
-    assert layer.output_shape(shape) == expected
-    assert layer.forward(x, train=train).shape == (BATCH, *expected)
+    layer, xs, _ = make(type_name, Case(config, shape))
+    assert layer.output_shape(as_list(shape)) == expected
+    assert layer.forward(xs, train=train).shape == (BATCH, *expected)
 
 
 @pytest.mark.parametrize(("type_name", "case"), all_cases(), ids=case_id)
 def test_backward_returns_gradients_shaped_like_the_inputs(type_name, case):
-    layer, x, _ = make(type_name, case)
-    y = layer.forward(x, train=True)
-    assert y.shape[1:] == layer.output_shape(case.shape)
+    layer, xs, _ = make(type_name, case)
+    y = layer.forward(xs, train=True)
+    assert y.shape[1:] == layer.output_shape(as_list(case.shape))
     dxs = layer.backward(np.ones_like(y))
-    for dx, xi in zip(*((dxs, x) if layer.merge else ([dxs], [x])), strict=True):
-        assert dx.shape == xi.shape
+    assert isinstance(dxs, list)
+    for dx, x in zip(dxs, xs, strict=True):
+        assert dx.shape == x.shape
 
 
 def test_macs():
     conv = layer_class("conv")("c", filters=8, kernel=3)
-    assert conv.macs((3, 32, 32), (8, 30, 30)) == 8 * 3 * 9 * 30 * 30
+    assert conv.macs([(3, 32, 32)], (8, 30, 30)) == 8 * 3 * 9 * 30 * 30
     dense = layer_class("dense")("d", units=10)
-    assert dense.macs((4, 3, 2), (10,)) == 240
-    assert layer_class("batchnorm")("b").macs((4, 3, 2), (4, 3, 2)) == 24
-    assert layer_class("maxpool")("p", size=2).macs((4, 8, 8), (4, 4, 4)) == 0
+    assert dense.macs([(4, 3, 2)], (10,)) == 240
+    assert layer_class("batchnorm")("b").macs([(4, 3, 2)], (4, 3, 2)) == 24
+    assert layer_class("maxpool")("p", size=2).macs([(4, 8, 8)], (4, 4, 4)) == 0
+    assert layer_class("add")("a").macs([(4, 3, 3), (4, 3, 3)], (4, 3, 3)) == 0
 
 
 # --- dtypes ------------------------------------------------------------------------------------
@@ -305,13 +322,14 @@ def test_macs():
 @pytest.mark.parametrize(("type_name", "case"), all_cases(), ids=case_id)
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 def test_float32_stays_float32(type_name, case, train):
-    layer, x, _ = make(type_name, case, np.float32)
+    layer, xs, _ = make(type_name, case, np.float32)
     for key, array in {**layer.params, **layer.grads, **layer.buffers}.items():
         assert array.dtype == np.float32, key
-    y = layer.forward(x, train=train)
+    y = layer.forward(xs, train=train)
     assert y.dtype == np.float32
     dxs = layer.backward(np.ones_like(y))
-    for dx in dxs if layer.merge else [dxs]:
+    assert len(dxs) == len(xs)
+    for dx in dxs:
         assert dx.dtype == np.float32
     for key, grad in layer.grads.items():
         assert grad.dtype == np.float32, key
@@ -377,7 +395,6 @@ BAD_SHAPES = [
     ("softmax", {}, (3, 4, 4), "put a flatten or dense layer before it"),
     ("add", {}, [(8, 16, 16), (8, 15, 15)], "received (8, 16, 16), (8, 15, 15)"),
     ("add", {}, [(4,), (4,), (5,)], "received (4,), (4,), (5,)"),
-    ("add", {}, [(4,)], "merges two inputs or more, received 1"),
     (
         "concat",
         {},
@@ -385,7 +402,6 @@ BAD_SHAPES = [
         "concat 'bad' needs equal spatial sizes: (8, 16, 16) vs (8, 15, 15)",
     ),
     ("concat", {}, [(8, 16, 16), (8,)], "needs inputs of equal rank: (8, 16, 16) vs (8,)"),
-    ("concat", {}, [], "merges two inputs or more, received 0"),
 ]
 
 
@@ -393,7 +409,7 @@ BAD_SHAPES = [
 def test_output_shape_explains_shapes_it_cannot_take(type_name, config, shape, message):
     layer = layer_class(type_name)("bad", **config)
     with pytest.raises(ShapeError) as caught:
-        layer.output_shape(shape)
+        layer.output_shape(as_list(shape))
     assert message in str(caught.value)
 
 
@@ -402,9 +418,9 @@ def test_output_shape_explains_shapes_it_cannot_take(type_name, config, shape, m
 
 def test_batchnorm_trains_on_batch_statistics_and_updates_running_ones():
     layer = layer_class("batchnorm")("bn", momentum=0.8)
-    layer.build((2, 3, 3), np.random.default_rng(0), np.float64)
+    layer.build([(2, 3, 3)], np.random.default_rng(0), np.float64)
     x = np.random.default_rng(1).normal(3.0, 2.0, (4, 2, 3, 3))
-    y = layer.forward(x, train=True)
+    y = layer.forward([x], train=True)
     np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-12)
     np.testing.assert_allclose(y.var(axis=(0, 2, 3)), 1, rtol=1e-3)
     per_channel = x.transpose(1, 0, 2, 3).reshape(2, -1)
@@ -415,65 +431,67 @@ def test_batchnorm_trains_on_batch_statistics_and_updates_running_ones():
 
 def test_batchnorm_infers_with_running_statistics():
     layer = layer_class("batchnorm")("bn", eps=1e-3)
-    layer.build((3,), np.random.default_rng(0), np.float64)
+    layer.build([(3,)], np.random.default_rng(0), np.float64)
     layer.buffers["running_mean"][...] = [1.0, 2.0, 3.0]
     layer.buffers["running_var"][...] = [4.0, 1.0, 0.25]
     layer.params["gamma"][...] = 2.0
     layer.params["beta"][...] = 0.5
     x = np.array([[1.0, 1.0, 1.0], [3.0, 3.0, 3.0]])
     expected = 2.0 * (x - [1.0, 2.0, 3.0]) / np.sqrt(np.array([4.0, 1.0, 0.25]) + 1e-3) + 0.5
-    np.testing.assert_allclose(layer.forward(x, train=False), expected)
+    np.testing.assert_allclose(layer.forward([x], train=False), expected)
     np.testing.assert_array_equal(layer.buffers["running_mean"], [1.0, 2.0, 3.0])
 
 
 def test_batchnorm_refuses_to_train_on_one_value_per_channel():
     layer = layer_class("batchnorm")("bn")
-    layer.build((3,), np.random.default_rng(0))
+    layer.build([(3,)], np.random.default_rng(0))
     with pytest.raises(ShapeError, match="more than one value per channel"):
-        layer.forward(np.ones((1, 3), np.float32), train=True)
+        layer.forward([np.ones((1, 3), np.float32)], train=True)
 
 
 def test_dropout_is_the_identity_at_test_time():
-    layer, x, _ = make("dropout", Case({"rate": 0.5}, (3, 4, 4)))
-    assert layer.forward(x, train=False) is x
+    layer, (x,), _ = make("dropout", Case({"rate": 0.5}, (3, 4, 4)))
+    assert layer.forward([x], train=False) is x
     dy = np.ones_like(x)
-    np.testing.assert_array_equal(layer.backward(dy), dy)
+    (dx,) = layer.backward(dy)
+    np.testing.assert_array_equal(dx, dy)
 
 
 def test_dropout_keeps_one_minus_rate_and_scales_the_kept():
     layer = layer_class("dropout")("drop", rate=0.25)
-    layer.build((1000,), np.random.default_rng(0))
+    layer.build([(1000,)], np.random.default_rng(0))
     x = np.ones((50, 1000), np.float32)
-    y = layer.forward(x, train=True)
+    y = layer.forward([x], train=True)
     kept = y != 0
     assert abs(kept.mean() - 0.75) < 0.01
     np.testing.assert_allclose(y[kept], 1 / 0.75, rtol=1e-6)
-    np.testing.assert_array_equal(layer.backward(x) != 0, kept)
+    (dx,) = layer.backward(x)
+    np.testing.assert_array_equal(dx != 0, kept)
 
 
 def test_dropout_draws_from_the_generator_it_was_built_with():
     masks = []
     for _ in range(2):
         layer = layer_class("dropout")("drop", rate=0.5)
-        layer.build((20,), np.random.default_rng(42))
-        masks.append(layer.forward(np.ones((4, 20)), train=True))
+        layer.build([(20,)], np.random.default_rng(42))
+        masks.append(layer.forward([np.ones((4, 20))], train=True))
     np.testing.assert_array_equal(masks[0], masks[1])
     state = np.random.get_state()
-    layer.forward(np.ones((4, 20)), train=True)
+    layer.forward([np.ones((4, 20))], train=True)
     assert np.random.get_state()[1].tolist() == state[1].tolist()
 
 
 def test_sigmoid_is_stable_for_large_inputs():
     layer = layer_class("sigmoid")("s")
     with np.errstate(over="raise", invalid="raise", divide="raise"):
-        y = layer.forward(np.array([[-1000.0, -30.0, 0.0, 30.0, 1000.0]]))
+        y = layer.forward([np.array([[-1000.0, -30.0, 0.0, 30.0, 1000.0]])])
     np.testing.assert_allclose(y, [[0.0, 1 / (1 + np.exp(30)), 0.5, 1 / (1 + np.exp(-30)), 1.0]])
 
 
 def test_softmax_is_stable_and_sums_to_one():
     layer = Softmax("out")
     with np.errstate(over="raise", invalid="raise", divide="raise"):
-        p = layer.forward(np.array([[1000.0, 1000.0, -1000.0], [0.0, 0.0, 0.0]]))
+        p = layer.forward([np.array([[1000.0, 1000.0, -1000.0], [0.0, 0.0, 0.0]])])
     np.testing.assert_allclose(p, [[0.5, 0.5, 0.0], [1 / 3, 1 / 3, 1 / 3]])
 
 
@@ -486,20 +504,67 @@ def test_cross_entropy_is_the_mean_negative_log_likelihood_and_finite():
 
 
 def test_dense_accepts_images_and_returns_dx_in_their_shape():
-    layer, x, _ = make("dense", Case({"units": 3}, (2, 3, 3)))
+    layer, (x,), _ = make("dense", Case({"units": 3}, (2, 3, 3)))
     assert layer.params["W"].shape == (18, 3)
-    layer.forward(x)
-    assert layer.backward(np.ones((BATCH, 3))).shape == x.shape
+    layer.forward([x])
+    (dx,) = layer.backward(np.ones((BATCH, 3)))
+    assert dx.shape == x.shape
 
 
 def test_conv_params_have_the_documented_shapes():
     layer = layer_class("conv")("c", filters=5, kernel=3)
-    layer.build((2, 8, 8), np.random.default_rng(0))
+    layer.build([(2, 8, 8)], np.random.default_rng(0))
     assert layer.params["W"].shape == (5, 2, 3, 3)
     assert layer.params["b"].shape == (5,)
     layer = layer_class("conv")("c", filters=5, kernel=3, bias=False)
-    layer.build((2, 8, 8), np.random.default_rng(0))
+    layer.build([(2, 8, 8)], np.random.default_rng(0))
     assert set(layer.params) == {"W"}
+
+
+# Whether weight decay applies, per layer type and parameter; every other layer has none.
+DECAY = {
+    "conv": {"W": True, "b": False},
+    "dense": {"W": True, "b": False},
+    "batchnorm": {"gamma": False, "beta": False},
+}
+
+
+@pytest.mark.parametrize(("type_name", "case"), all_cases(), ids=case_id)
+def test_layers_declare_the_roles_of_their_parameters(type_name, case):
+    layer, _, _ = make(type_name, case)
+    declared = DECAY.get(type_name, {})
+    assert set(layer.params) <= set(declared)
+    assert layer.roles == {key: Role(decay=declared[key], trainable=True) for key in layer.params}
+    params = {key: param.copy() for key, param in layer.params.items()}
+    layer.freeze()
+    assert layer.roles == {key: Role(decay=declared[key], trainable=False) for key in layer.params}
+    assert layer.params.keys() == params.keys() == layer.grads.keys()
+    for key, param in params.items():
+        np.testing.assert_array_equal(layer.params[key], param)
+
+
+def test_conv_dense_and_batchnorm_declare_every_parameter_role():
+    conv, _, _ = make("conv", Case({"filters": 2, "kernel": 3}, (2, 5, 5)))
+    dense, _, _ = make("dense", Case({"units": 4}, (6,)))
+    norm, _, _ = make("batchnorm", Case({}, (3, 4, 4)))
+    assert conv.roles == dense.roles == {"W": Role(decay=True), "b": Role(decay=False)}
+    assert norm.roles == {"gamma": Role(decay=False), "beta": Role(decay=False)}
+    assert all(role.trainable for layer in (conv, dense, norm) for role in layer.roles.values())
+
+
+def test_a_frozen_layer_is_left_alone_by_the_optimizer():
+    layer, xs, _ = make("conv", Case({"filters": 2, "kernel": 3}, (2, 5, 5)))
+    layer.forward(xs, train=True)
+    layer.backward(np.ones((BATCH, 2, 3, 3)))
+    before = {key: param.copy() for key, param in layer.params.items()}
+    config = {"type": "sgd", "lr": 0.1, "weight_decay": 0.1}
+    make_optimizer(config, layer.params, layer.roles).step(layer.grads)
+    assert all(not np.array_equal(layer.params[k], before[k]) for k in before)  # trainable
+    layer.freeze()
+    before = {key: param.copy() for key, param in layer.params.items()}
+    make_optimizer(config, layer.params, layer.roles).step(layer.grads)
+    for key, param in before.items():
+        np.testing.assert_array_equal(layer.params[key], param)
 
 
 # --- initialisation ----------------------------------------------------------------------------
@@ -520,7 +585,7 @@ def test_init_has_the_documented_spread(kind, std):
 
 def test_conv_init_uses_channels_times_kernel_area_as_fan_in():
     layer = layer_class("conv")("c", filters=64, kernel=5, init="normal")
-    layer.build((16, 8, 8), np.random.default_rng(0))
+    layer.build([(16, 8, 8)], np.random.default_rng(0))
     assert layer.params["W"].std() == pytest.approx(1 / math.sqrt(16 * 25), rel=0.02)
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from cnnbuild.checkpoint import CheckpointError
 from cnnbuild.errors import ConfigError
+from cnnbuild.layers.base import Role
 from cnnbuild.optim import OPTIMIZERS, Optimizer, make_optimizer, register
 
 # Non-default hyperparameters (a large eps shows where it enters) and weight decay.
@@ -67,6 +68,11 @@ def make_params(rng=None, shape=(3,)):
     }
 
 
+def weights_decay(params):
+    """The roles the layers declare: weight decay for weights (W) only."""
+    return {key: Role(decay=key.endswith(".W")) for key in params}
+
+
 def random_grads(params, rng, count):
     return [
         {key: rng.standard_normal(p.shape).astype(np.float32) for key, p in params.items()}
@@ -78,7 +84,7 @@ def random_grads(params, rng, count):
 def test_two_steps_match_the_equations(type_name):
     config = CONFIGS[type_name]
     params = make_params()
-    opt = make_optimizer({"type": type_name, **config}, params)
+    opt = make_optimizer({"type": type_name, **config}, params, weights_decay(params))
     for g in (G1, G2):
         opt.step(dict.fromkeys(params, g))
     for key, decay in (("fc.W", True), ("fc.b", False), ("bn.gamma", False)):
@@ -116,10 +122,10 @@ def test_updates_in_place(type_name):
 
 
 @pytest.mark.parametrize("type_name", sorted(OPTIMIZERS))
-def test_weight_decay_only_touches_weights(type_name):
+def test_weight_decay_only_touches_parameters_whose_role_says_so(type_name):
     params = make_params(np.random.default_rng(0))
     before = {key: p.copy() for key, p in params.items()}
-    opt = make_optimizer({"type": type_name, "weight_decay": 0.5}, params)
+    opt = make_optimizer({"type": type_name, "weight_decay": 0.5}, params, weights_decay(params))
     for _ in range(3):
         opt.step({key: np.zeros_like(p) for key, p in params.items()})
     for key, p in params.items():
@@ -127,6 +133,18 @@ def test_weight_decay_only_touches_weights(type_name):
             assert np.all(np.abs(p) < np.abs(before[key])), key
         else:
             np.testing.assert_array_equal(p, before[key], err_msg=key)
+
+
+@pytest.mark.parametrize("type_name", sorted(OPTIMIZERS))
+def test_frozen_parameters_are_left_alone_and_have_no_state(type_name):
+    params = make_params(np.random.default_rng(0))
+    before = {key: p.copy() for key, p in params.items()}
+    roles = {key: Role(trainable=not key.startswith("conv1.")) for key in params}
+    opt = make_optimizer({"type": type_name}, params, roles)
+    opt.step(random_grads(params, np.random.default_rng(1), 1)[0])
+    for key, p in params.items():
+        assert np.array_equal(p, before[key]) == key.startswith("conv1."), key
+    assert not any("conv1." in key for key in opt.state_dict())
 
 
 def test_weight_decay_does_not_write_into_the_gradients():
@@ -316,7 +334,7 @@ def test_registering_a_type_twice_is_refused():
         ({"type": "rmsprop", "eps": 0}, r"received eps=0"),
         ({"type": "momentum", "weight_decay": -0.1}, r"received weight_decay=-0\.1"),
         ({"type": "sgd", "momentum": 0.9}, r"unknown option 'momentum'; known options: lr, wei"),
-        ({"type": "adm"}, r"unknown type 'adm' \(did you mean 'adam'\?\); known types: adadelta"),
+        ({"type": "adm"}, r"unknown type 'adm' — did you mean 'adam'\?; known types: adadelta"),
         ({"lr": 0.1}, r"'type' is required; known types: adadelta, adagrad, adam, momentum"),
         (["adam"], r"expected a mapping"),
     ],
@@ -360,7 +378,7 @@ def test_matches_torch(type_name, table):
         {"params": plain, "weight_decay": 0.0},
     ]
     theirs = TORCH[type_name](torch, groups, config)
-    ours = make_optimizer({"type": type_name, **config}, params)
+    ours = make_optimizer({"type": type_name, **config}, params, weights_decay(params))
     for g in grads:
         for key, tensor in tensors.items():
             tensor.grad = torch.from_numpy(g[key].copy())

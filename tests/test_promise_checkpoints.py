@@ -20,12 +20,13 @@ from promises import count, record
 from test_train import StopAfter
 
 import cnnbuild
+from cnnbuild.callbacks import standard_callbacks
 from cnnbuild.checkpoint import META_KEY, VERSION_KEY, load_checkpoint
 from cnnbuild.cli import main
 from cnnbuild.data import Dataset
 from cnnbuild.errors import CnnbuildError
 from cnnbuild.inference import load_trained
-from cnnbuild.train import Trainer, TrainingStopped, resolve_config
+from cnnbuild.train import Trainer, resolve_config
 
 SPEC = """\
 name: tiny_mnist
@@ -52,20 +53,18 @@ def digits(n: int, seed: int) -> Dataset:
 TRAIN, TEST = digits(24, 0), digits(8, 1)
 
 
-def trainer(run_dir: Path) -> Trainer:
+def trainer(run_dir: Path, callbacks=()) -> Trainer:
     net = cnnbuild.loads(SPEC, seed=0)
-    return Trainer(net, resolve_config(net.spec, epochs=2), TRAIN, TEST, run_dir)
+    config = resolve_config(net.spec["training"], epochs=2)
+    return Trainer(net, config, TRAIN, TEST, [*standard_callbacks(run_dir), *callbacks])
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> Path:
     """A checkpoint saved mid-epoch (epoch 1 done, one step into epoch 2)."""
-    run = trainer(tmp_path_factory.mktemp("run"))
-    run.callback = stopper = StopAfter(4)
-    stopper.trainer = run
-    with pytest.raises(TrainingStopped):
-        run.fit()
-    return run.run_dir / "last.npz"
+    run_dir = tmp_path_factory.mktemp("run")
+    trainer(run_dir, [StopAfter(4)]).fit()
+    return run_dir / "last.npz"
 
 
 def entries(path: Path) -> dict[str, np.ndarray]:

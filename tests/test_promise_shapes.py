@@ -15,8 +15,8 @@ from promises import count, record
 
 from cnnbuild.builder import build
 from cnnbuild.errors import SpecError
-from cnnbuild.graph import INPUT
-from cnnbuild.spec import spec_from_data
+from cnnbuild.graph import INPUT, Observer
+from cnnbuild.specfile import spec_from_data
 
 Shape = tuple[int, ...] | None  # None: no valid shape (the network is invalid)
 SEEN: Counter = Counter()
@@ -148,13 +148,24 @@ def networks(draw) -> tuple[dict, list[Shape] | None]:
     return spec, shapes if valid else None
 
 
+class Shapes(Observer):
+    """Records the per-sample shape of each layer's output, in the order layers run."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.shapes: list[tuple[int, ...]] = []
+
+    def after_forward(self, name: str, output: np.ndarray) -> None:
+        self.names.append(name)
+        self.shapes.append(output.shape[1:])
+
+
 def real_shapes(net, x: np.ndarray, train: bool) -> list[tuple[int, ...]]:
-    values, shapes = {INPUT: x}, []
-    for node in net.nodes:
-        xs = [values[name] for name in node.inputs]
-        values[node.name] = node.layer.forward(xs if node.layer.merge else xs[0], train)
-        shapes.append(values[node.name].shape[1:])
-    return shapes
+    """The output shape of every layer in a forward pass of ``x``, in the nodes' order."""
+    with net.observed(Shapes()) as seen:
+        net.forward(x, train)
+    assert seen.names == [node.name for node in net.nodes]
+    return seen.shapes
 
 
 RESULTS: Counter = Counter()

@@ -28,7 +28,7 @@ from promises import count, record
 from cnnbuild.builder import build, loads
 from cnnbuild.cli import main
 from cnnbuild.errors import SpecError
-from cnnbuild.spec import parse_spec, spec_from_data
+from cnnbuild.specfile import parse_spec, spec_from_data
 
 SIZE_KEYS = ("filters", "kernel", "stride", "units", "size")
 WRONG_INTEGERS = ["eight", 2.5, True, None, [3], {"value": 3}]

@@ -13,6 +13,7 @@ from conftest import ARCHS
 from promises import record
 
 import cnnbuild
+from cnnbuild.layers.base import Role
 from cnnbuild.optim import make_optimizer
 
 torch = pytest.importorskip("torch")
@@ -100,7 +101,8 @@ def share_dropout_masks(net, model, n: int) -> None:
     for node in net.nodes:
         if node.layer.type_name == "dropout":
             ones = np.ones((n, *node.output_shape), np.float32)
-            model.masks[node.name] = torch.tensor(node.layer.backward(ones))
+            (mask,) = node.layer.backward(ones)
+            model.masks[node.name] = torch.tensor(mask)
 
 
 def compare(net, model, x: np.ndarray, labels: np.ndarray, train: bool) -> dict[str, float]:
@@ -192,7 +194,8 @@ TORCH_OPTIMIZERS = {
 
 
 def torch_optimizer(kind: str, tensors: dict, ours, weight_decay: float):
-    """torch.optim with two groups: weight decay only on keys ending in '.W', as ours."""
+    """torch.optim with two groups: weight decay only on keys ending in '.W' (conv and dense
+    weights), as our layers declare in their roles."""
     decayed = [t for k, t in tensors.items() if k.endswith(".W")]
     others = [t for k, t in tensors.items() if not k.endswith(".W")]
     groups = [{"params": decayed, "weight_decay": weight_decay}, {"params": others}]
@@ -206,7 +209,7 @@ def train_both(path, kind: str, steps: int, weight_decay: float = 0.0) -> dict[s
     config = {"type": kind, "weight_decay": weight_decay}
     if kind in ("sgd", "momentum"):
         config["lr"] = 0.05
-    ours = make_optimizer(config, net.params)
+    ours = make_optimizer(config, net.params, net.roles)
     theirs = torch_optimizer(kind, model.tensors(), ours, weight_decay)
     model.train()
     for step in range(steps):
@@ -252,8 +255,9 @@ def test_every_optimizer_follows_torch_optim(kind, weight_decay):
         "conv1.b": rng.standard_normal(3).astype(np.float32),
         "bn1.gamma": rng.standard_normal(3).astype(np.float32),
     }
+    roles = {"conv1.W": Role(decay=True), "conv1.b": Role(), "bn1.gamma": Role()}
     tensors = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in params.items()}
-    ours = make_optimizer({"type": kind, "weight_decay": weight_decay}, params)
+    ours = make_optimizer({"type": kind, "weight_decay": weight_decay}, params, roles)
     theirs = torch_optimizer(kind, tensors, ours, weight_decay)
     for _ in range(5):
         grads = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in params.items()}

@@ -98,7 +98,7 @@ def test_rate_is_a_pure_function_of_the_step(config):
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"type": "cosin"}, r"unknown type 'cosin' \(did you mean 'cosine'\?\); known types: co"),
+        ({"type": "cosin"}, r"unknown type 'cosin' — did you mean 'cosine'\?; known types: co"),
         ({}, r"schedule: 'type' is required"),
         ({"type": "step"}, r"schedule 'step': option 'step_epochs' is required"),
         ({"type": "step", "step_epochs": 0}, r"received step_epochs=0"),

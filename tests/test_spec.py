@@ -5,7 +5,7 @@ from click.testing import CliRunner
 
 from cnnbuild.cli import main
 from cnnbuild.errors import SpecError
-from cnnbuild.spec import parse_spec
+from cnnbuild.specfile import parse_spec
 
 GOOD = """\
 name: t

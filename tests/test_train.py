@@ -1,13 +1,14 @@
-"""Training: learning, exact resume, Ctrl-C, divergence, checkpoints that predict alone."""
+"""Training: learning, callbacks, stopping, freezing, divergence, checkpoints that predict."""
 
 import numpy as np
 import pytest
 
 import cnnbuild
+from cnnbuild.callbacks import standard_callbacks
 from cnnbuild.checkpoint import CheckpointError, load_checkpoint
 from cnnbuild.data import Dataset
 from cnnbuild.inference import load_trained
-from cnnbuild.train import Trainer, TrainingDiverged, TrainingStopped, resolve_config
+from cnnbuild.train import Callback, Trainer, TrainingFailed, resolve_config
 
 SPEC = """\
 name: tiny
@@ -47,27 +48,22 @@ def tiny_dataset(n: int, seed: int) -> Dataset:
 TRAIN, TEST = tiny_dataset(96, 1), tiny_dataset(48, 2)
 
 
-def make_trainer(run_dir, epochs, spec=SPEC, callback=None, **overrides):
+def make_trainer(run_dir, epochs, spec=SPEC, callbacks=(), **overrides):
     net = cnnbuild.loads(spec, seed=0)
-    config = resolve_config(net.spec, epochs=epochs, **overrides)
-    return Trainer(net, config, TRAIN, TEST, run_dir, callback)
+    config = resolve_config(net.spec["training"], epochs=epochs, **overrides)
+    return Trainer(net, config, TRAIN, TEST, [*standard_callbacks(run_dir), *callbacks])
 
 
-def state_of(trainer):
-    arrays = {f"p/{k}": v.copy() for k, v in trainer.net.params.items()}
-    arrays |= {f"b/{k}": v.copy() for k, v in trainer.net.buffers.items()}
-    arrays |= {f"o/{k}": np.array(v).copy() for k, v in trainer.optimizer.state_dict().items()}
-    return arrays
+class StopAfter(Callback):
+    """Stops training after ``steps`` steps, as Ctrl-C does."""
 
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
 
-def assert_identical(a, b):
-    assert a.keys() == b.keys()
-    for key in a:
-        assert np.array_equal(a[key], b[key]), key
-
-
-def without_times(history):
-    return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
+    def on_batch_end(self, trainer, progress) -> None:
+        self.steps -= 1
+        if self.steps == 0:
+            trainer.stop("asked by StopAfter")
 
 
 def test_training_learns_the_tiny_task(tmp_path):
@@ -78,47 +74,56 @@ def test_training_learns_the_tiny_task(tmp_path):
     assert (tmp_path / "history.csv").read_text().count("\n") == 9
 
 
-def test_resume_after_an_epoch_boundary_is_bit_exact(tmp_path):
-    straight = make_trainer(tmp_path / "a", 4)
-    straight.fit()
-    make_trainer(tmp_path / "b", 2).fit()
-    resumed = make_trainer(tmp_path / "b", 4)
-    resumed.restore(tmp_path / "b" / "last.npz")
-    resumed.fit()
-    assert_identical(state_of(straight), state_of(resumed))
-    assert without_times(straight.state.history) == without_times(resumed.state.history)
-
-
-class StopAfter:
-    """Asks the trainer to stop after ``steps`` steps, as Ctrl-C does."""
-
-    def __init__(self, steps: int) -> None:
-        self.steps, self.trainer = steps, None
-
-    def on_batch(self, progress) -> None:
-        self.steps -= 1
-        if self.steps == 0:
-            self.trainer._stop.set()
-
-    def on_epoch(self, record) -> None:
-        pass
-
-
-def test_resume_from_the_middle_of_an_epoch_is_bit_exact(tmp_path):
-    straight = make_trainer(tmp_path / "a", 3)
-    straight.fit()
-    stopper = StopAfter(8)  # 6 steps an epoch: stops in the middle of epoch 2
-    interrupted = make_trainer(tmp_path / "b", 3, callback=stopper)
-    stopper.trainer = interrupted
-    with pytest.raises(TrainingStopped, match="--resume"):
-        interrupted.fit()
-    _, meta = load_checkpoint(tmp_path / "b" / "last.npz")
+def test_a_stopped_run_saves_where_it_stopped_and_says_why(tmp_path):
+    trainer = make_trainer(tmp_path, 3, callbacks=[StopAfter(8)])  # 6 steps an epoch
+    history = trainer.fit()
+    assert trainer.stop_reason == "asked by StopAfter" and not trainer.failed
+    assert len(history) == 1
+    _, meta = load_checkpoint(tmp_path / "last.npz")
     assert (meta["epoch"], meta["batch"]) == (1, 2)
-    resumed = make_trainer(tmp_path / "b", 3)
-    resumed.restore(tmp_path / "b" / "last.npz")
-    resumed.fit()
-    assert_identical(state_of(straight), state_of(resumed))
-    assert without_times(straight.state.history) == without_times(resumed.state.history)
+
+
+class Recorder(Callback):
+    """Writes down the hooks called, in order."""
+
+    def __init__(self) -> None:
+        self.calls = []
+
+    def on_train_start(self, trainer):
+        self.calls.append("train_start")
+
+    def on_epoch_start(self, trainer):
+        self.calls.append("epoch_start")
+
+    def on_batch_end(self, trainer, progress):
+        self.calls.append("batch")
+
+    def on_epoch_end(self, trainer, record):
+        self.calls.append(f"epoch_end {record['epoch']}")
+
+    def on_train_end(self, trainer):
+        self.calls.append("train_end")
+
+
+def test_callbacks_hear_every_hook_in_order(tmp_path):
+    recorder = Recorder()
+    make_trainer(tmp_path, 2, callbacks=[recorder]).fit()
+    epoch = ["epoch_start", *["batch"] * 6]
+    assert recorder.calls == [
+        "train_start", *epoch, "epoch_end 1", *epoch, "epoch_end 2", "train_end"
+    ]  # fmt: skip
+
+
+def test_a_frozen_layer_keeps_its_weights(tmp_path):
+    trainer = make_trainer(tmp_path, 1)
+    before = {key: value.copy() for key, value in trainer.net.params.items()}
+    net = cnnbuild.loads(SPEC, seed=0)
+    net.layers["conv1"].freeze()
+    frozen = Trainer(net, trainer.config, TRAIN, TEST)
+    frozen.fit()
+    for key, value in net.params.items():
+        assert np.array_equal(value, before[key]) == key.startswith("conv1."), key
+    assert not any("conv1" in key for key in frozen.optimizer.state_dict())
 
 
 def test_a_diverging_loss_stops_naming_epoch_step_and_layer(tmp_path):
@@ -127,10 +132,11 @@ def test_a_diverging_loss_stops_naming_epoch_step_and_layer(tmp_path):
     before = (tmp_path / "last.npz").read_bytes()
     trainer.config["epochs"] = 5
     trainer.net.params["conv1.W"][...] = np.inf
-    with pytest.raises(TrainingDiverged) as caught:
+    with pytest.raises(TrainingFailed) as caught:
         trainer.fit()
     message = str(caught.value)
     assert "epoch 4, step 19" in message and "'conv1'" in message
+    assert trainer.failed
     assert (tmp_path / "last.npz").read_bytes() == before
 
 
@@ -154,7 +160,8 @@ def test_loading_into_another_architecture_names_the_key_and_both_shapes(tmp_pat
 
 def test_flags_override_the_spec_and_lr_goes_to_the_optimizer():
     spec = cnnbuild.loads(SPEC).spec
-    config = resolve_config(spec, epochs=7, lr=0.5, batch_size=None)
+    config = resolve_config(spec["training"], epochs=7, lr=0.5, batch_size=None)
     assert config["epochs"] == 7 and config["batch_size"] == 16
     assert config["optimizer"] == {"type": "adam", "lr": 0.5}
-    assert config["schedule"] == {"type": "constant"}  # the schema's default
+    assert config["schedule"] == {"type": "constant"}  # the declared default
+    assert config["augment"] == {"crop": 1, "flip": True}

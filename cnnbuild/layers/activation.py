@@ -17,13 +17,14 @@ class ReLU(Layer):
     type_name = "relu"
     description = "Rectified linear unit: max(x, 0)."
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
         """x: (N, ...) -> same shape."""
+        (x,) = xs
         self._positive = x > 0
         return np.maximum(x, 0)
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        return dy * self._positive
+    def backward(self, dy: np.ndarray) -> list[np.ndarray]:
+        return [dy * self._positive]
 
 
 @register
@@ -36,13 +37,14 @@ class LeakyReLU(Layer):
         "slope": number("Gradient for negative inputs.", 0.01, minimum=0)
     }
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
         """x: (N, ...) -> same shape."""
+        (x,) = xs
         self._positive = x > 0
         return np.where(self._positive, x, self.config["slope"] * x)
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        return np.where(self._positive, dy, self.config["slope"] * dy)
+    def backward(self, dy: np.ndarray) -> list[np.ndarray]:
+        return [np.where(self._positive, dy, self.config["slope"] * dy)]
 
 
 @register
@@ -52,15 +54,16 @@ class Sigmoid(Layer):
     type_name = "sigmoid"
     description = "Logistic sigmoid: 1 / (1 + exp(-x))."
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
         """x: (N, ...) -> same shape, in (0, 1)."""
+        (x,) = xs
         # exp(-|x|) never overflows; 1/(1+e) for x >= 0 and e/(1+e) for x < 0 are both exact.
         e = np.exp(-np.abs(x))
         self._y = np.where(x >= 0, 1, e) / (1 + e)
         return self._y
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        return dy * self._y * (1 - self._y)
+    def backward(self, dy: np.ndarray) -> list[np.ndarray]:
+        return [dy * self._y * (1 - self._y)]
 
 
 @register
@@ -70,10 +73,11 @@ class Tanh(Layer):
     type_name = "tanh"
     description = "Hyperbolic tangent."
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
         """x: (N, ...) -> same shape, in (-1, 1)."""
+        (x,) = xs
         self._y = np.tanh(x)
         return self._y
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        return dy * (1 - self._y * self._y)
+    def backward(self, dy: np.ndarray) -> list[np.ndarray]:
+        return [dy * (1 - self._y * self._y)]

@@ -7,6 +7,7 @@ constructor checks and ``get_config`` are all derived from that declaration.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -23,15 +24,23 @@ INIT = choice(
 )
 
 
+@dataclass(frozen=True)
+class Role:
+    """How the optimizer treats a parameter array."""
+
+    decay: bool = False  # weight decay applies (weights; not biases or norm scales)
+    trainable: bool = True  # the optimizer updates it (False: frozen)
+
+
 class Layer(ABC):
     """Base class. Subclasses set ``type_name`` and ``options`` and implement the maths.
 
-    Protocol: ``output_shape`` (pure, per-sample shapes), ``build`` (allocates ``params``,
-    ``grads`` and ``buffers``), ``forward(x, train)`` caching what ``backward(dy)`` needs,
-    ``backward`` returning ``dx`` shaped like ``x`` and filling ``grads`` (``backward_params``
-    only fills ``grads``).
-    Merge layers (``merge = True``) take lists of inputs and input shapes, and ``backward``
-    returns a list of gradients, one per input.
+    Every layer has one signature, whether it merges inputs or not: it receives lists.
+    ``output_shape(input_shapes)`` (pure, per-sample shapes), ``build(input_shapes, rng)``
+    (allocates ``params`` with their ``roles``, ``grads`` and ``buffers``),
+    ``forward(xs, train)`` caching what ``backward(dy)`` needs, and ``backward`` returning
+    one gradient per input and filling ``grads`` (``backward_params`` only fills ``grads``).
+    ``arity`` is the (least, most) number of inputs; None: no limit.
 
     Results may share memory with arguments: identity-like layers return their input (dropout
     at test time), ``flatten`` and ``concat`` return views, ``add`` returns ``dy`` itself once
@@ -42,7 +51,7 @@ class Layer(ABC):
 
     type_name: ClassVar[str] = ""
     options: ClassVar[dict[str, Option]] = {}
-    merge: ClassVar[bool] = False
+    arity: ClassVar[tuple[int, int | None]] = (1, 1)
     description: ClassVar[str] = ""
 
     def __init__(self, name: str | None = None, **config: Any) -> None:
@@ -50,6 +59,7 @@ class Layer(ABC):
         self.config = check_config(f"{self.type_name} '{self.name}'", self.options, config)
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
+        self.roles: dict[str, Role] = {}
         self.buffers: dict[str, np.ndarray] = {}
 
     def __repr__(self) -> str:
@@ -62,38 +72,45 @@ class Layer(ABC):
 
     # --- shapes and cost -------------------------------------------------------------------
 
-    def output_shape(self, input_shape: Shape) -> Shape:
+    def output_shape(self, input_shapes: list[Shape]) -> Shape:
         """Per-sample output shape; raises ShapeError showing the arithmetic."""
-        return input_shape
+        return input_shapes[0]
 
-    def macs(self, input_shape: Shape, output_shape: Shape) -> int:
+    def macs(self, input_shapes: list[Shape], output_shape: Shape) -> int:
         """Multiply-adds per image of the forward pass."""
         return 0
 
     # --- parameters ------------------------------------------------------------------------
 
     def build(  # noqa: B027 (a no-op for layers without parameters)
-        self, input_shape: Shape, rng: np.random.Generator, dtype=np.float32
+        self, input_shapes: list[Shape], rng: np.random.Generator, dtype=np.float32
     ) -> None:
-        """Allocate ``params`` and ``buffers`` in ``dtype`` for ``input_shape``.
+        """Allocate ``params`` (with ``add_param``) and ``buffers`` in ``dtype``."""
 
-        ``grads`` mirror params; ``backward`` overwrites them in place, so references to
-        these arrays (the network's flat dicts, an optimizer's) stay valid.
+    def add_param(self, key: str, value: np.ndarray, *, decay: bool = False) -> None:
+        """Add a trainable array and its gradient; ``decay``: weight decay applies to it.
+
+        ``backward`` overwrites ``grads`` in place, so references to these arrays (the
+        network's flat dicts, an optimizer's) stay valid.
         """
+        self.params[key] = value
+        self.grads[key] = np.zeros_like(value)
+        self.roles[key] = Role(decay=decay)
 
-    def _set_params(self, **params: np.ndarray) -> None:
-        self.params = dict(params)
-        self.grads = {key: np.zeros_like(value) for key, value in params.items()}
+    def freeze(self) -> None:
+        """Keep every parameter as it is: the optimizer no longer updates them."""
+        self.roles = {key: Role(role.decay, trainable=False) for key, role in self.roles.items()}
 
     # --- computation -----------------------------------------------------------------------
 
     @abstractmethod
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        """x: (N, *input_shape) -> (N, *output_shape); cache what backward needs."""
+    def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
+        """xs: one (N, *input_shape) array per input -> (N, *output_shape); cache what
+        backward needs."""
 
     @abstractmethod
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        """dy: gradient of the loss w.r.t. the output -> gradient w.r.t. the input."""
+    def backward(self, dy: np.ndarray) -> list[np.ndarray]:
+        """dy: gradient of the loss w.r.t. the output -> one gradient per input."""
 
     def backward_params(self, dy: np.ndarray) -> None:
         """Fill ``grads`` from dy when no gradient w.r.t. the input is wanted (the layer
@@ -102,6 +119,6 @@ class Layer(ABC):
             self.backward(dy)
 
 
-REGISTRY = Registry("layer")
+REGISTRY = Registry("layer", group="cnnbuild.layers")
 register = REGISTRY.register
 layer_class = REGISTRY.lookup

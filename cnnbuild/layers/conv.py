@@ -26,8 +26,9 @@ PADDING = Option(
 )
 
 
-def spatial_input(layer: Layer, input_shape: Shape) -> Shape:
-    """Check that ``input_shape`` is (channels, height, width); ShapeError otherwise."""
+def spatial_input(layer: Layer, input_shapes: list[Shape]) -> Shape:
+    """The one input shape, checked to be (channels, height, width); ShapeError otherwise."""
+    (input_shape,) = input_shapes
     if len(input_shape) != 3:
         raise ShapeError(
             f"{layer.type_name} '{layer.name}' expects a (channels, height, width) input, "
@@ -71,8 +72,8 @@ class Conv(Layer):
             return same_padding(self.config["kernel"])
         return padding
 
-    def output_shape(self, input_shape: Shape) -> Shape:
-        _, h, w = spatial_input(self, input_shape)
+    def output_shape(self, input_shapes: list[Shape]) -> Shape:
+        _, h, w = spatial_input(self, input_shapes)
         k, s = self.config["kernel"], self.config["stride"]
         what = f"conv '{self.name}': kernel"
         return (
@@ -81,31 +82,30 @@ class Conv(Layer):
             window_output(w, k, s, self.pad, what),
         )
 
-    def macs(self, input_shape: Shape, output_shape: Shape) -> int:
+    def macs(self, input_shapes: list[Shape], output_shape: Shape) -> int:
         f, ho, wo = output_shape
-        return f * input_shape[0] * self.config["kernel"] ** 2 * ho * wo
+        return f * input_shapes[0][0] * self.config["kernel"] ** 2 * ho * wo
 
     def build(
-        self, input_shape: Shape, rng: np.random.Generator, dtype: npt.DTypeLike = np.float32
+        self, input_shapes: list[Shape], rng: np.random.Generator, dtype: npt.DTypeLike = np.float32
     ) -> None:
-        self.output_shape(input_shape)
-        f, c, k = self.config["filters"], input_shape[0], self.config["kernel"]
-        params = {
-            "W": init_weights(self.config["init"], (f, c, k, k), c * k * k, f * k * k, rng, dtype)
-        }
+        self.output_shape(input_shapes)
+        f, c, k = self.config["filters"], input_shapes[0][0], self.config["kernel"]
+        weights = init_weights(self.config["init"], (f, c, k, k), c * k * k, f * k * k, rng, dtype)
+        self.add_param("W", weights, decay=True)
         if self.config["bias"]:
-            params["b"] = np.zeros(f, dtype=dtype)
-        self._set_params(**params)
+            self.add_param("b", np.zeros(f, dtype=dtype))
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
         """x: (N, C, H, W) -> (N, F, Ho, Wo), a channel-major view of an (F, N, Ho, Wo) array.
 
         Training unfolds the whole batch into one matrix, kept for backward in a buffer
         reused from step to step: one product per pass, the fewest calls into BLAS.
         Inference unfolds at most CHUNK bytes of columns at a time, so its buffer stays small.
         """
+        (x,) = xs
         k, s = self.config["kernel"], self.config["stride"]
-        f, ho, wo = self.output_shape(x.shape[1:])
+        f, ho, wo = self.output_shape([x.shape[1:]])
         weights = self.params["W"].reshape(f, -1)  # (F, C*k*k)
         rows = weights.shape[1]
         self._parts = [slice(0, len(x))] if train else self._chunks(x, rows * ho * wo)
@@ -121,7 +121,7 @@ class Conv(Layer):
         self._x, self._cols = x, cols if train else None
         return y.transpose(1, 0, 2, 3)
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
+    def backward(self, dy: np.ndarray) -> list[np.ndarray]:
         """dy: (N, F, Ho, Wo) -> dx: (N, C, H, W), channel-major; fills grads W (F, C, k, k)
         and b (F,)."""
         k, s, pad = self.config["kernel"], self.config["stride"], self.pad
@@ -142,7 +142,7 @@ class Conv(Layer):
             else:
                 dcols = weights.reshape(f, -1).T @ ops.channel_rows(dy[part])
                 dx_part[...] = ops.col2im(dcols, x[part].shape, k, k, s, pad).transpose(1, 0, 2, 3)
-        return dx.transpose(1, 0, 2, 3)
+        return [dx.transpose(1, 0, 2, 3)]
 
     def backward_params(self, dy: np.ndarray) -> None:
         for _ in self._weight_gradients(dy):

@@ -25,25 +25,24 @@ class Dense(Layer):
         "init": INIT,
     }
 
-    def output_shape(self, input_shape: Shape) -> Shape:
+    def output_shape(self, input_shapes: list[Shape]) -> Shape:
         return (self.config["units"],)
 
-    def macs(self, input_shape: Shape, output_shape: Shape) -> int:
-        return math.prod(input_shape) * self.config["units"]
+    def macs(self, input_shapes: list[Shape], output_shape: Shape) -> int:
+        return math.prod(input_shapes[0]) * self.config["units"]
 
     def build(
-        self, input_shape: Shape, rng: np.random.Generator, dtype: npt.DTypeLike = np.float32
+        self, input_shapes: list[Shape], rng: np.random.Generator, dtype: npt.DTypeLike = np.float32
     ) -> None:
-        fan_in, units = math.prod(input_shape), self.config["units"]
-        params = {
-            "W": init_weights(self.config["init"], (fan_in, units), fan_in, units, rng, dtype)
-        }
+        fan_in, units = math.prod(input_shapes[0]), self.config["units"]
+        weights = init_weights(self.config["init"], (fan_in, units), fan_in, units, rng, dtype)
+        self.add_param("W", weights, decay=True)
         if self.config["bias"]:
-            params["b"] = np.zeros(units, dtype=dtype)
-        self._set_params(**params)
+            self.add_param("b", np.zeros(units, dtype=dtype))
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
         """x: (N, *input_shape) -> (N, units)."""
+        (x,) = xs
         self._x_shape = x.shape
         self._x = x.reshape(len(x), -1)  # (N, D)
         y = self._x @ self.params["W"]
@@ -51,10 +50,10 @@ class Dense(Layer):
             y += self.params["b"]
         return y
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
+    def backward(self, dy: np.ndarray) -> list[np.ndarray]:
         """dy: (N, units) -> dx: (N, *input_shape); fills grads W (D, units) and b (units,)."""
         self.backward_params(dy)
-        return (dy @ self.params["W"].T).reshape(self._x_shape)
+        return [(dy @ self.params["W"].T).reshape(self._x_shape)]
 
     def backward_params(self, dy: np.ndarray) -> None:
         np.matmul(self._x.T, dy, out=self.grads["W"])

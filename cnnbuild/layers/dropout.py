@@ -25,12 +25,13 @@ class Dropout(Layer):
     }
 
     def build(
-        self, input_shape: Shape, rng: np.random.Generator, dtype: npt.DTypeLike = np.float32
+        self, input_shapes: list[Shape], rng: np.random.Generator, dtype: npt.DTypeLike = np.float32
     ) -> None:
         self._rng = rng
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
         """x: (N, ...) -> same shape."""
+        (x,) = xs
         if not train:
             self._scale = None
             return x
@@ -39,5 +40,5 @@ class Dropout(Layer):
         self._scale = (self._rng.random(x.shape, dtype=x.dtype) < keep) / x.dtype.type(keep)
         return x * self._scale
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        return dy if self._scale is None else dy * self._scale
+    def backward(self, dy: np.ndarray) -> list[np.ndarray]:
+        return [dy if self._scale is None else dy * self._scale]

@@ -8,26 +8,16 @@ from cnnbuild.errors import ShapeError
 from cnnbuild.layers.base import Layer, Shape, register
 
 
-def at_least_two(layer: Layer, input_shapes: list[Shape]) -> list[Shape]:
-    """Check that a merge layer has two inputs or more; ShapeError otherwise."""
-    if len(input_shapes) < 2:
-        raise ShapeError(
-            f"{layer.type_name} '{layer.name}' merges two inputs or more, "
-            f"received {len(input_shapes)}"
-        )
-    return input_shapes
-
-
 @register
 class Add(Layer):
     """y = x1 + x2 + ...; every input has the same shape."""
 
     type_name = "add"
     description = "Elementwise sum of two inputs or more of identical shape (residual links)."
-    merge = True
+    arity = (2, None)
 
     def output_shape(self, input_shapes: list[Shape]) -> Shape:
-        first, *rest = at_least_two(self, input_shapes)
+        first, *rest = input_shapes
         if any(shape != first for shape in rest):
             listed = ", ".join(str(shape) for shape in input_shapes)
             raise ShapeError(
@@ -54,10 +44,10 @@ class Concat(Layer):
 
     type_name = "concat"
     description = "Concatenates two inputs or more on the channel (or feature) axis."
-    merge = True
+    arity = (2, None)
 
     def output_shape(self, input_shapes: list[Shape]) -> Shape:
-        first, *rest = at_least_two(self, input_shapes)
+        first, *rest = input_shapes
         for shape in rest:
             if len(shape) != len(first):
                 raise ShapeError(

@@ -37,7 +37,8 @@ class BatchNorm(Layer):
         "eps": number("Added to the variance before the square root.", 1e-5, exclusiveMinimum=0),
     }
 
-    def output_shape(self, input_shape: Shape) -> Shape:
+    def output_shape(self, input_shapes: list[Shape]) -> Shape:
+        (input_shape,) = input_shapes
         if len(input_shape) not in (1, 3):
             raise ShapeError(
                 f"batchnorm '{self.name}' normalises (features,) or (channels, height, width) "
@@ -45,22 +46,24 @@ class BatchNorm(Layer):
             )
         return input_shape
 
-    def macs(self, input_shape: Shape, output_shape: Shape) -> int:
+    def macs(self, input_shapes: list[Shape], output_shape: Shape) -> int:
         """One per element: at inference the layer is a per-channel scale and shift."""
-        return math.prod(input_shape)
+        return math.prod(output_shape)
 
     def build(
-        self, input_shape: Shape, rng: np.random.Generator, dtype: npt.DTypeLike = np.float32
+        self, input_shapes: list[Shape], rng: np.random.Generator, dtype: npt.DTypeLike = np.float32
     ) -> None:
-        channels = self.output_shape(input_shape)[0]
-        self._set_params(gamma=np.ones(channels, dtype), beta=np.zeros(channels, dtype))
+        channels = self.output_shape(input_shapes)[0]
+        self.add_param("gamma", np.ones(channels, dtype))
+        self.add_param("beta", np.zeros(channels, dtype))
         self.buffers = {
             "running_mean": np.zeros(channels, dtype),
             "running_var": np.ones(channels, dtype),
         }
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
         """x: (N, D) or (N, C, H, W) -> same shape, in x's memory order."""
+        (x,) = xs
         z = ops.channel_rows(x)  # (C, count)
         count = z.shape[1]
         eps = self.config["eps"]
@@ -94,7 +97,7 @@ class BatchNorm(Layer):
             y += beta - self.buffers["running_mean"][:, None] * scale
         return ops.from_channel_rows(y, x.shape)
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
+    def backward(self, dy: np.ndarray) -> list[np.ndarray]:
         """dy: like x -> dx: like x; fills grads gamma and beta (C,)."""
         g = ops.channel_rows(dy)
         count = g.shape[1]
@@ -109,14 +112,14 @@ class BatchNorm(Layer):
         self.grads["beta"][...] = dbeta
         scale = self.params["gamma"][:, None] * inv_std
         if not self._train:
-            return ops.from_channel_rows(g * scale, self._shape)
+            return [ops.from_channel_rows(g * scale, self._shape)]
         # The compact form of the gradient through the batch mean and variance:
         # dx = scale * (g - dbeta / count - xhat * dgamma / count).
         dx = xhat * (dgamma / count)[:, None]
         np.subtract(g, dx, out=dx)
         dx -= (dbeta / count)[:, None]
         dx *= scale
-        return ops.from_channel_rows(dx, self._shape)
+        return [ops.from_channel_rows(dx, self._shape)]
 
 
 def row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -28,7 +28,8 @@ class Softmax(Layer):
     type_name = "softmax"
     description = "Softmax over the classes; the output layer for cross-entropy training."
 
-    def output_shape(self, input_shape: Shape) -> Shape:
+    def output_shape(self, input_shapes: list[Shape]) -> Shape:
+        (input_shape,) = input_shapes
         if len(input_shape) != 1:
             raise ShapeError(
                 f"softmax '{self.name}' needs a flat (classes,) input, received {input_shape}; "
@@ -36,16 +37,17 @@ class Softmax(Layer):
             )
         return input_shape
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
         """x: (N, D) logits -> (N, D) probabilities."""
+        (x,) = xs
         e = np.exp(x - x.max(axis=1, keepdims=True))
         self._p = e / e.sum(axis=1, keepdims=True)
         return self._p
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
+    def backward(self, dy: np.ndarray) -> list[np.ndarray]:
         """dy: (N, D) -> dx = p * (dy - sum(dy * p)), the vector-Jacobian product."""
         p = self._p
-        return p * (dy - (dy * p).sum(axis=1, keepdims=True))
+        return [p * (dy - (dy * p).sum(axis=1, keepdims=True))]
 
     def loss_gradient(self, labels: np.ndarray) -> np.ndarray:
         """Gradient of cross_entropy(p, labels) w.r.t. the logits: (p - onehot(labels)) / N.

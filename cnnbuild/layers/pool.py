@@ -33,8 +33,8 @@ class Pool(Layer):
     def stride(self) -> int:
         return self.config["stride"] or self.config["size"]
 
-    def output_shape(self, input_shape: Shape) -> Shape:
-        c, h, w = spatial_input(self, input_shape)
+    def output_shape(self, input_shapes: list[Shape]) -> Shape:
+        c, h, w = spatial_input(self, input_shapes)
         what = f"{self.type_name} '{self.name}': window"
         return (
             c,
@@ -50,8 +50,9 @@ class MaxPool(Pool):
     type_name = "maxpool"
     description = "Maximum over square windows; the gradient goes to one maximum per window."
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
         """x: (N, C, H, W) -> (N, C, Ho, Wo)."""
+        (x,) = xs
         self._x_shape = x.shape
         if self.size == self.stride == 2:
             y, self._where = ops.maxpool2x2_forward(x)
@@ -59,11 +60,11 @@ class MaxPool(Pool):
             y, self._where = ops.maxpool_forward(x, self.size, self.stride)
         return y
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
+    def backward(self, dy: np.ndarray) -> list[np.ndarray]:
         """dy: (N, C, Ho, Wo) -> dx: (N, C, H, W); ties go to the first maximum (row-major)."""
         if self.size == self.stride == 2:
-            return ops.maxpool2x2_backward(dy, self._where, self._x_shape)
-        return ops.maxpool_backward(dy, self._where, self._x_shape, self.size, self.stride)
+            return [ops.maxpool2x2_backward(dy, self._where, self._x_shape)]
+        return [ops.maxpool_backward(dy, self._where, self._x_shape, self.size, self.stride)]
 
 
 @register
@@ -73,14 +74,15 @@ class AvgPool(Pool):
     type_name = "avgpool"
     description = "Mean over square windows."
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
         """x: (N, C, H, W) -> (N, C, Ho, Wo)."""
+        (x,) = xs
         self._x_shape = x.shape
         return ops.avgpool_forward(x, self.size, self.stride)
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
+    def backward(self, dy: np.ndarray) -> list[np.ndarray]:
         """dy: (N, C, Ho, Wo) -> dx: (N, C, H, W)."""
-        return ops.avgpool_backward(dy, self._x_shape, self.size, self.stride)
+        return [ops.avgpool_backward(dy, self._x_shape, self.size, self.stride)]
 
 
 @register
@@ -90,17 +92,18 @@ class GlobalAvgPool(Layer):
     type_name = "global_avgpool"
     description = "Mean over the whole height and width: (channels, height, width) -> (channels,)."
 
-    def output_shape(self, input_shape: Shape) -> Shape:
-        return spatial_input(self, input_shape)[:1]
+    def output_shape(self, input_shapes: list[Shape]) -> Shape:
+        return spatial_input(self, input_shapes)[:1]
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
         """x: (N, C, H, W) -> (N, C)."""
+        (x,) = xs
         self._x_shape = x.shape
         return x.mean(axis=(2, 3))
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
+    def backward(self, dy: np.ndarray) -> list[np.ndarray]:
         """dy: (N, C) -> dx: (N, C, H, W)."""
         h, w = self._x_shape[2:]
         dx = ops.channel_major(self._x_shape, dy.dtype)
         dx[...] = (dy / (h * w))[:, :, None, None]
-        return dx
+        return [dx]

@@ -16,14 +16,15 @@ class Flatten(Layer):
     type_name = "flatten"
     description = "Flattens each sample to one axis: (channels, height, width) -> (features,)."
 
-    def output_shape(self, input_shape: Shape) -> Shape:
-        return (math.prod(input_shape),)
+    def output_shape(self, input_shapes: list[Shape]) -> Shape:
+        return (math.prod(input_shapes[0]),)
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
         """x: (N, ...) -> (N, prod(...)); a view when x is contiguous."""
+        (x,) = xs
         self._x_shape = x.shape
         return x.reshape(len(x), -1)
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
+    def backward(self, dy: np.ndarray) -> list[np.ndarray]:
         """dy: (N, D) -> dx: (N, ...), a view of dy."""
-        return dy.reshape(self._x_shape)
+        return [dy.reshape(self._x_shape)]
