@@ -8,8 +8,10 @@ Memory layout: ``im2col`` puts the channel and kernel offsets first and the batc
 result ``(F, N*Ho*Wo)`` holds the output channel-major, ``(F, N, Ho, Wo)`` in memory. Layers
 hand such arrays on as ``(N, F, Ho, Wo)`` transposed views ("channel-major views").
 Elementwise numpy operations keep the memory order of their inputs, so batch norm, ReLU,
-pooling and the next ``im2col`` all read channel-major memory without a transpose. The
-kernels here accept any layout; what they allocate, they allocate channel-major.
+2x2 max pooling and the next ``im2col`` all read channel-major memory without a transpose.
+Every kernel here accepts any layout. ``im2col``, ``col2im`` and the 2x2 max pooling
+allocate channel-major; the general pooling kernels (any size and stride) are the exception:
+they allocate batch-major (C-contiguous) arrays.
 """
 
 from __future__ import annotations

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cnnbuild.graph import Network
 from cnnbuild.tables import aligned
+
+if TYPE_CHECKING:
+    from cnnbuild.graph import Network
 
 
 @dataclass
