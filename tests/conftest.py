@@ -1,3 +1,4 @@
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,13 @@ def write_spec(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture
+def without_curves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cnnbuild train` in this process without matplotlib, so without curves.png: drawing
+    it is most of the time of a tiny run."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from cnnbuild.checkpoint import (
     load_into,
     save_checkpoint,
 )
-from cnnbuild.optim import make_optimizer
 
 
 def sample_arrays():
@@ -166,29 +165,19 @@ def test_next_save_cleans_temps_of_dead_runs_only(saved):
     assert load_checkpoint(saved)[1]["epoch"] == 5
 
 
-def test_object_array_is_refused_without_unpickling(tmp_path):
-    marker = tmp_path / "unpickled"
-
-    class Trap:
-        def __reduce__(self):
-            return (open, (str(marker), "w"))
-
+def test_object_array_is_refused_naming_the_entry(tmp_path):
+    """That nothing in such a file runs, on every loading path, is promise 3's test."""
     path = tmp_path / "evil.npz"
     np.savez(
         path,
         **{
-            "conv1.W": np.array([Trap()], dtype=object),
+            "conv1.W": np.array([{"a": 1}], dtype=object),
             META_KEY: np.array("{}"),
             VERSION_KEY: np.array(FORMAT_VERSION),
         },
     )
     with pytest.raises(CheckpointError, match=r"evil\.npz: entry 'conv1\.W' cannot be read"):
         load_checkpoint(path)
-    assert not marker.exists()
-    # Control: the trap is real, so the check above could have failed.
-    with np.load(path, allow_pickle=True) as archive:
-        archive["conv1.W"]
-    assert marker.exists()
 
 
 def test_pickle_renamed_to_npz_is_refused(tmp_path):
@@ -206,15 +195,6 @@ def test_single_npy_is_refused(tmp_path):
         load_checkpoint(path)
 
 
-@pytest.mark.parametrize("fraction", [0.0, 0.001, 0.1, 0.5, 0.9, 0.99, 0.999])
-def test_truncated_file_is_refused(saved, tmp_path, fraction):
-    data = saved.read_bytes()
-    path = tmp_path / "cut.npz"
-    path.write_bytes(data[: int(len(data) * fraction)])
-    with pytest.raises(CheckpointError, match=r"cut\.npz: "):
-        load_checkpoint(path)
-
-
 def test_every_truncation_is_refused(tmp_path):
     source = tmp_path / "small.npz"
     save_checkpoint(source, {"fc.W": np.ones((2, 2), np.float32)}, {"epoch": 1})
@@ -222,7 +202,7 @@ def test_every_truncation_is_refused(tmp_path):
     path = tmp_path / "cut.npz"
     for length in range(len(data)):
         path.write_bytes(data[:length])
-        with pytest.raises(CheckpointError):
+        with pytest.raises(CheckpointError, match=r"cut\.npz: "):
             load_checkpoint(path)
 
 
@@ -333,29 +313,3 @@ def test_load_into_lists_a_bounded_number_of_problems():
         CheckpointError, match=r"(?s)checkpoint and network differ:\n.*\.\.\. and 15 more$"
     ):
         load_into(target, {}, "network")
-
-
-def test_resume_through_a_file_continues_bit_identically(tmp_path):
-    rng = np.random.default_rng(0)
-    params = sample_arrays()
-    params = {key: params[key] for key in ("conv1.W", "conv1.b")}
-    grads = [{k: rng.standard_normal(p.shape).astype(np.float32) for k, p in params.items()}]
-    grads *= 5
-    opt = make_optimizer({"type": "adam", "lr": 0.01}, params)
-    for g in grads[:3]:
-        opt.step(g)
-    path = tmp_path / "resume.npz"
-    save_checkpoint(path, {**params, **opt.state_dict()}, {"step": opt.t})
-    for g in grads[3:]:
-        opt.step(g)
-
-    arrays, meta = load_checkpoint(path)
-    fresh = {key: np.zeros_like(p) for key, p in params.items()}
-    load_into(fresh, {key: arrays.pop(key) for key in params}, "network")
-    resumed = make_optimizer({"type": "adam", "lr": 0.01}, fresh)
-    resumed.load_state_dict(arrays)
-    assert resumed.t == meta["step"] == 3
-    for g in grads[3:]:
-        resumed.step(g)
-    for key in params:
-        assert fresh[key].tobytes() == params[key].tobytes()

@@ -12,11 +12,10 @@ import reference
 from gradcheck import check_layer_gradients, numerical_gradient
 
 from cnnbuild.errors import ConfigError, ShapeError
-from cnnbuild.layers import REGISTRY, Layer, layer_class
+from cnnbuild.layers import REGISTRY, layer_class
 from cnnbuild.layers.base import Role, Shape
 from cnnbuild.layers.init import init_weights
 from cnnbuild.layers.output import Softmax, cross_entropy
-from cnnbuild.optim import make_optimizer
 
 BATCH = 3
 
@@ -30,7 +29,7 @@ class Case:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-# Every registered type needs an entry: test_every_layer_type_has_cases fails otherwise.
+# Every registered type needs an entry: collecting this module fails otherwise (cases_of).
 CASES: dict[str, list[Case]] = {
     "conv": [
         Case({"filters": 3, "kernel": 3}, (2, 5, 5)),
@@ -116,29 +115,7 @@ def make(type_name: str, case: Case, dtype=np.float64, seed: int = 0):
     return layer, xs, rng
 
 
-# --- registry and configuration ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize("type_name", sorted(REGISTRY))
-def test_every_layer_type_has_cases(type_name):
-    assert cases_of(type_name)
-
-
-@pytest.mark.parametrize("type_name", sorted(REGISTRY))
-def test_every_layer_type_documents_itself(type_name):
-    cls = REGISTRY[type_name]
-    assert cls.type_name == type_name
-    assert cls.description
-    for key, option in cls.options.items():
-        assert option.description, f"{type_name}.{key} has no description"
-
-
-@pytest.mark.parametrize(("type_name", "case"), all_cases(), ids=case_id)
-def test_arity_admits_the_inputs_of_every_case(type_name, case):
-    cls = layer_class(type_name)
-    assert cls.arity == ((2, None) if type_name in ("add", "concat") else (1, 1))
-    least, most = cls.arity
-    assert least <= len(as_list(case.shape)) <= (most or math.inf)
+# --- configuration -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("type_name", "case"), all_cases(), ids=case_id)
@@ -235,25 +212,6 @@ def test_pooling_matches_the_loop(type_name, loop, size, stride, shape):
     np.testing.assert_allclose(layer.forward([x]), expected, rtol=1e-12)
 
 
-def test_maxpool_backward_goes_to_the_first_of_tied_maxima():
-    layer = layer_class("maxpool")("p", size=2)
-    x = np.ones((1, 1, 2, 4))
-    x[0, 0, 1, 3] = 2.0
-    layer.forward([x])
-    (dx,) = layer.backward(np.array([[[[5.0, 7.0]]]]))
-    np.testing.assert_array_equal(dx[0, 0], [[5, 0, 0, 0], [0, 0, 0, 7]])
-
-
-def test_maxpool_backward_adds_up_where_windows_overlap():
-    layer = layer_class("maxpool")("p", size=2, stride=1)
-    x = np.zeros((1, 1, 3, 3))
-    x[0, 0, 1, 1] = 1.0  # the maximum of all four windows
-    layer.forward([x])
-    (dx,) = layer.backward(np.array([[[[1.0, 2.0], [3.0, 4.0]]]]))
-    assert dx[0, 0, 1, 1] == 10.0
-    assert np.count_nonzero(dx) == 1
-
-
 # --- shapes ------------------------------------------------------------------------------------
 
 SHAPES = [
@@ -295,17 +253,6 @@ def test_output_shape_is_the_shape_forward_produces(type_name, config, shape, ex
     assert layer.forward(xs, train=train).shape == (BATCH, *expected)
 
 
-@pytest.mark.parametrize(("type_name", "case"), all_cases(), ids=case_id)
-def test_backward_returns_gradients_shaped_like_the_inputs(type_name, case):
-    layer, xs, _ = make(type_name, case)
-    y = layer.forward(xs, train=True)
-    assert y.shape[1:] == layer.output_shape(as_list(case.shape))
-    dxs = layer.backward(np.ones_like(y))
-    assert isinstance(dxs, list)
-    for dx, x in zip(dxs, xs, strict=True):
-        assert dx.shape == x.shape
-
-
 def test_macs():
     conv = layer_class("conv")("c", filters=8, kernel=3)
     assert conv.macs([(3, 32, 32)], (8, 30, 30)) == 8 * 3 * 9 * 30 * 30
@@ -345,7 +292,11 @@ BAD_CONFIGS = [
     ("conv", {"filters": 4, "kernel": 3, "stride": 0}, "stride=0"),
     ("conv", {"filters": 4, "kernel": 3, "padding": "full"}, "padding='full'"),
     ("conv", {"filters": 4, "kernel": 3, "padding": -1}, "padding=-1"),
-    ("conv", {"filters": 4, "kernel": 4, "padding": "same"}, "received kernel=4"),
+    (
+        "conv",
+        {"filters": 4, "kernel": 4, "padding": "same"},
+        "padding 'same' needs an odd kernel, received kernel=4",
+    ),
     ("conv", {"filters": 4, "kernel": 3, "init": "zeros"}, "init='zeros'"),
     ("conv", {"filters": 4, "kernel": 3, "bias": "yes"}, "bias='yes'"),
     ("conv", {"kernel": 3}, "'filters' is required"),
@@ -368,12 +319,6 @@ def test_constructor_rejects_bad_values_and_echoes_them(type_name, config, messa
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")) as caught:
         layer_class(type_name)("bad", **config)
     assert f"{type_name} 'bad'" in str(caught.value)
-
-
-def test_same_padding_with_even_kernel_says_why():
-    with pytest.raises(ConfigError) as caught:
-        layer_class("conv")("c", filters=4, kernel=4, padding="same")
-    assert "padding 'same' needs an odd kernel, received kernel=4" in str(caught.value)
 
 
 # --- shape errors ------------------------------------------------------------------------------
@@ -503,15 +448,9 @@ def test_cross_entropy_is_the_mean_negative_log_likelihood_and_finite():
     assert np.isfinite(cross_entropy(probs, np.array([0, 0, 1])))
 
 
-def test_dense_accepts_images_and_returns_dx_in_their_shape():
-    layer, (x,), _ = make("dense", Case({"units": 3}, (2, 3, 3)))
-    assert layer.params["W"].shape == (18, 3)
-    layer.forward([x])
-    (dx,) = layer.backward(np.ones((BATCH, 3)))
-    assert dx.shape == x.shape
-
-
-def test_conv_params_have_the_documented_shapes():
+def test_weights_have_the_documented_shapes():
+    dense, _, _ = make("dense", Case({"units": 3}, (2, 3, 3)))
+    assert dense.params["W"].shape == (18, 3)  # an image input is flattened
     layer = layer_class("conv")("c", filters=5, kernel=3)
     layer.build([(2, 8, 8)], np.random.default_rng(0))
     assert layer.params["W"].shape == (5, 2, 3, 3)
@@ -543,30 +482,6 @@ def test_layers_declare_the_roles_of_their_parameters(type_name, case):
         np.testing.assert_array_equal(layer.params[key], param)
 
 
-def test_conv_dense_and_batchnorm_declare_every_parameter_role():
-    conv, _, _ = make("conv", Case({"filters": 2, "kernel": 3}, (2, 5, 5)))
-    dense, _, _ = make("dense", Case({"units": 4}, (6,)))
-    norm, _, _ = make("batchnorm", Case({}, (3, 4, 4)))
-    assert conv.roles == dense.roles == {"W": Role(decay=True), "b": Role(decay=False)}
-    assert norm.roles == {"gamma": Role(decay=False), "beta": Role(decay=False)}
-    assert all(role.trainable for layer in (conv, dense, norm) for role in layer.roles.values())
-
-
-def test_a_frozen_layer_is_left_alone_by_the_optimizer():
-    layer, xs, _ = make("conv", Case({"filters": 2, "kernel": 3}, (2, 5, 5)))
-    layer.forward(xs, train=True)
-    layer.backward(np.ones((BATCH, 2, 3, 3)))
-    before = {key: param.copy() for key, param in layer.params.items()}
-    config = {"type": "sgd", "lr": 0.1, "weight_decay": 0.1}
-    make_optimizer(config, layer.params, layer.roles).step(layer.grads)
-    assert all(not np.array_equal(layer.params[k], before[k]) for k in before)  # trainable
-    layer.freeze()
-    before = {key: param.copy() for key, param in layer.params.items()}
-    make_optimizer(config, layer.params, layer.roles).step(layer.grads)
-    for key, param in before.items():
-        np.testing.assert_array_equal(layer.params[key], param)
-
-
 # --- initialisation ----------------------------------------------------------------------------
 
 
@@ -595,7 +510,3 @@ def test_init_is_reproducible_and_leaves_global_random_state_alone():
     second = init_weights("he", (4, 5), 4, 5, np.random.default_rng(3), np.float64)
     np.testing.assert_allclose(first, second, rtol=1e-6)
     assert np.random.get_state()[1].tolist() == state[1].tolist()
-
-
-def test_layer_base_class_is_exported():
-    assert all(issubclass(cls, Layer) for cls in REGISTRY.values())

@@ -311,6 +311,7 @@ def rewritten(saved: Path, folder: Path) -> dict[str, tuple[Path, set[str] | Non
     return files
 
 
+@pytest.mark.slow
 def test_checkpoints_with_wrong_contents_are_refused(saved, tmp_path):
     tally = Tally(saved, tmp_path, cli=True)
     for name, (path, only) in rewritten(saved, tmp_path).items():
@@ -319,6 +320,7 @@ def test_checkpoints_with_wrong_contents_are_refused(saved, tmp_path):
     assert not tally.failures, "\n".join(tally.failures)
 
 
+@pytest.mark.slow
 def test_truncated_and_bit_flipped_checkpoints_are_refused(saved, tmp_path):
     data = saved.read_bytes()
     rng = random.Random(3)
@@ -344,6 +346,7 @@ def test_truncated_and_bit_flipped_checkpoints_are_refused(saved, tmp_path):
     assert not flips.failures, "\n".join(flips.failures[:20])
 
 
+@pytest.mark.slow
 def test_random_byte_files_are_refused(saved, tmp_path):
     rng = np.random.default_rng(5)
     data = saved.read_bytes()

@@ -77,12 +77,11 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.parametrize("optimize", [False, True], ids=["python", "python -O"])
-def test_damaged_idx_files_are_named_in_a_clear_error(tmp_path, optimize):
+def test_damaged_idx_files_are_named_in_a_clear_error_under_python_dash_o(tmp_path):
+    """Under plain python, each case is a test in test_data_idx.py."""
     files = idx_cases(tmp_path)
-    flags = ["-O"] if optimize else []
     result = subprocess.run(
-        [sys.executable, *flags, "-c", READER, *(str(p) for p, _ in files.values())],
+        [sys.executable, "-O", "-c", READER, *(str(p) for p, _ in files.values())],
         capture_output=True,
         text=True,
         timeout=60,
@@ -92,10 +91,9 @@ def test_damaged_idx_files_are_named_in_a_clear_error(tmp_path, optimize):
     clear = [
         n for n, (p, f) in files.items() if str(p) in messages[str(p)] and f in messages[str(p)]
     ]
-    mode = "python -O" if optimize else "python"
     record(
         4,
-        f"damaged IDX files ({mode})",
+        "damaged IDX files (python -O)",
         f"{len(clear)} of {len(files)} refused naming file and fault",
     )
     assert len(clear) == len(files), {n: messages[str(p)] for n, (p, _) in files.items()}
@@ -124,9 +122,10 @@ def test_malicious_cifar_pickles_run_nothing(tmp_path):
         target = "batches.meta" if name == "meta" else "test_batch"
         (folder / target).write_bytes(python2_dumps(payload))
         archive = write_tar(folder.parent / "c.tar.gz", folder)
-        with pytest.raises(DataError, match="refused"):
+        refusal = rf"{target}: not a readable CIFAR-10 pickle \(.*open, refused\)"
+        with pytest.raises(DataError, match=refusal):
             read_cifar_folder(folder, "test")
-        with pytest.raises(DataError, match="refused"):
+        with pytest.raises(DataError, match=refusal):
             read_cifar_archive(archive, "test")
         refused += 2
     record(
@@ -153,6 +152,7 @@ def test_tarballs_with_escaping_paths_or_links_write_nothing(tmp_path, monkeypat
         member(str(outside / "absolute")),
         member(f"{FOLDER}/link", tarfile.SYMTYPE, str(outside)),
         member(f"{FOLDER}/hard", tarfile.LNKTYPE, "/etc/passwd"),
+        member(f"{FOLDER}/hard-inside", tarfile.LNKTYPE, f"{FOLDER}/test_batch"),
         member(f"{FOLDER}/fifo", tarfile.FIFOTYPE),
         member(f"{FOLDER}/device", tarfile.CHRTYPE),
     ]
@@ -179,6 +179,7 @@ def final_files(cache: Path) -> list[str]:
     return sorted(p.name for p in cache.rglob("*") if p.is_file())
 
 
+@pytest.mark.slow
 def test_failed_downloads_leave_no_unverified_file(tmp_path, monkeypatch):
     cache = isolate(tmp_path, monkeypatch) / "mnist"
     contents = tiny_idx_set()

@@ -9,6 +9,7 @@ import math
 from collections import Counter
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from promises import count, record
@@ -171,6 +172,7 @@ def real_shapes(net, x: np.ndarray, train: bool) -> list[tuple[int, ...]]:
 RESULTS: Counter = Counter()
 
 
+@pytest.mark.slow
 @settings(
     max_examples=count(1000, 10_000),
     deadline=None,

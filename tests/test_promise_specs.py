@@ -363,6 +363,7 @@ def check(case: Case, path: Path, output: str) -> list[str]:
     return wrong
 
 
+@pytest.mark.slow
 def test_a_generated_corpus_of_malformed_specs_exits_2_naming_file_line_and_layer(tmp_path):
     cases = corpus(count(250, 2500))
     runner = CliRunner()
@@ -402,6 +403,7 @@ def test_a_generated_corpus_of_malformed_specs_exits_2_naming_file_line_and_laye
     assert not failures, f"{len(failures)} cases fail:\n\n" + "\n\n".join(failures[:10])
 
 
+@pytest.mark.slow
 def test_a_sample_of_the_corpus_through_a_real_process(tmp_path):
     cases = corpus(count(250, 2500))[::25]
     paths = []
@@ -574,15 +576,16 @@ BOMBS = {
     "lists": bomb(9, 9, "list"),
     "mappings": bomb(6, 7, "mapping"),
     "merge-keys": bomb(9, 9, "merge"),
-    "in-the-layers": BASE.replace("layers:\n", "layers: &l\n")
+    "in-the-layers": BASE.replace("layers:\n", "layers: &l\n", 1)
     + "".join(f"x{i}: &x{i} [{', '.join([f'*x{i - 1}' if i else '*l'] * 9)}]\n" for i in range(9)),
     "self-reference": "a: &a [1, *a]\n",
-    "self-reference-in-layers": BASE.replace("layers:\n", "layers: &l\n").replace(
+    "self-reference-in-layers": BASE.replace("layers:\n", "layers: &l\n", 1).replace(
         "{type: flatten}", "{type: flatten, inputs: *l}"
     ),
 }
 
 
+REFUSED: set[str] = set()  # the TAGGED files refused so far
 SLOWEST: dict[str, tuple[float, int]] = {}  # figure -> (seconds, peak bytes) over the bombs
 
 
@@ -599,26 +602,20 @@ def test_yaml_tags_are_refused_and_never_run(tmp_path, text):
     path.write_text(text.replace("{marker}", str(marker)))
     result = invoke(path)
     assert result.exit_code == 2 and problems_in(result.output, path), result.output
-    assert "tag" in result.output, result.output
+    assert "remove the tag" in result.output, result.output
     assert not marker.exists()
     with pytest.raises(SpecError):
         parse_spec(path.read_bytes())
     assert not marker.exists()
+    REFUSED.add(text)
+    record(2, "YAML tags refused, nothing ran", f"{len(REFUSED)} of {len(TAGGED)} files")
 
 
 def test_tags_are_a_real_threat_to_an_unsafe_loader(tmp_path):
     """Control: the payloads above do run under yaml.unsafe_load, so their refusal counts."""
-    refused = 0
-    for _, text in TAGGED:
-        marker = tmp_path / "marker"
-        path = tmp_path / "tagged.yaml"
-        path.write_text(text.replace("{marker}", str(marker)))
-        refused += invoke(path).exit_code == 2 and not marker.exists()
-    record(2, "YAML tags refused, nothing ran", f"{refused} of {len(TAGGED)} files")
     marker = tmp_path / "marker"
     yaml.unsafe_load(TAGGED[0][1].replace("{marker}", str(marker)))
     assert marker.exists()
-    assert refused == len(TAGGED)
 
 
 @pytest.mark.parametrize(
@@ -660,7 +657,9 @@ def test_alias_bombs_are_refused_quickly_in_little_memory(tmp_path, name):
         tracemalloc.stop()
     path = tmp_path / "bomb.yaml"
     path.write_text(text)
-    assert invoke(path).exit_code == 2
+    result = invoke(path)
+    assert result.exit_code == 2, result.output
+    assert "(an alias bomb?)" in result.output or "never ends" in result.output, result.output
     SLOWEST[name] = (seconds, peak)
     worst = max(SLOWEST, key=lambda key: SLOWEST[key][0])
     record(

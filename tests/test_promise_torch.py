@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import ARCHS
 from promises import record
+from test_optim import CONFIGS
 
 import cnnbuild
 from cnnbuild.layers.base import Role
@@ -18,6 +19,10 @@ from cnnbuild.optim import make_optimizer
 
 torch = pytest.importorskip("torch")
 from torch_reference import TorchNet  # noqa: E402 (needs torch)
+
+torch.set_num_threads(
+    1
+)  # tensors this small only lose time to threads, the more so on a busy machine
 
 FORWARD, GRADIENT = 1e-5, 1e-4
 WORST: dict[str, float] = {}
@@ -169,6 +174,7 @@ def test_the_layer_specs_cover_every_layer_type():
     record(9, "layer types compared", f"all {len(used)}: {', '.join(sorted(used))}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("train", [False, True], ids=["inference", "training"])
 @pytest.mark.parametrize("path", ARCHS, ids=[p.stem for p in ARCHS])
 def test_every_architecture_file_matches_pytorch(path, train):
@@ -234,6 +240,7 @@ def train_both(path, kind: str, steps: int, weight_decay: float = 0.0) -> dict[s
     }
 
 
+@pytest.mark.slow
 def test_batch_norm_statistics_after_several_steps_and_one_adam_step():
     path = next(p for p in ARCHS if p.stem == "mnist")
     several = train_both(path, "momentum", 3)
@@ -245,10 +252,17 @@ def test_batch_norm_statistics_after_several_steps_and_one_adam_step():
     assert adam["parameters"] < GRADIENT and adam["statistics"] < FORWARD
 
 
-@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+@pytest.mark.slow  # the first torch.optim costs seconds (torch._dynamo)
+@pytest.mark.parametrize("settings", ["defaults", "weight decay", "configured"])
 @pytest.mark.parametrize("kind", list(TORCH_OPTIMIZERS))
-def test_every_optimizer_follows_torch_optim(kind, weight_decay):
-    """Five steps from the same gradients: the same parameters and state."""
+def test_every_optimizer_follows_torch_optim(kind, settings):
+    """Five steps from the same gradients: the same parameters and state, with the default
+    hyperparameters, with weight decay, and with every hyperparameter set otherwise."""
+    config = {
+        "defaults": {},
+        "weight decay": {"weight_decay": 0.01},
+        "configured": CONFIGS[kind],  # a large eps shows where it enters
+    }[settings]
     rng = np.random.default_rng(7)
     params = {
         "conv1.W": rng.standard_normal((3, 2, 3, 3)).astype(np.float32),
@@ -257,8 +271,8 @@ def test_every_optimizer_follows_torch_optim(kind, weight_decay):
     }
     roles = {"conv1.W": Role(decay=True), "conv1.b": Role(), "bn1.gamma": Role()}
     tensors = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in params.items()}
-    ours = make_optimizer({"type": kind, "weight_decay": weight_decay}, params, roles)
-    theirs = torch_optimizer(kind, tensors, ours, weight_decay)
+    ours = make_optimizer({"type": kind, **config}, params, roles)
+    theirs = torch_optimizer(kind, tensors, ours, ours.config["weight_decay"])
     for _ in range(5):
         grads = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in params.items()}
         ours.step(grads)
@@ -266,5 +280,8 @@ def test_every_optimizer_follows_torch_optim(kind, weight_decay):
             tensor.grad = torch.tensor(grads[key])
         theirs.step()
     worst = max(error(params[k], t.detach().numpy(), 0) for k, t in tensors.items())
-    note("6 optimizers x weight decay 0 / 0.01, 5 steps: worst parameter error", worst)
+    note(
+        "6 optimizers x defaults / weight decay / other settings, 5 steps: worst parameter error",
+        worst,
+    )
     assert worst < FORWARD

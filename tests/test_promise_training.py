@@ -1,5 +1,8 @@
 """Promises 7 and 8: stopping and resuming changes nothing, bit for bit; a non-finite value
-stops training at once, naming where it came from, and leaves the last good checkpoint."""
+stops training at once, naming where it came from, and leaves the last good checkpoint.
+
+The one test of the trainer's exact resume; an optimizer's state round trip is tested in
+test_optim.py, Ctrl-C and --resume through the command line in test_promise_crashes.py."""
 
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ from cnnbuild.data import Dataset
 from cnnbuild.graph import Observer
 from cnnbuild.train import Callback, Trainer, TrainingFailed, resolve_config
 
-ARCHS = ["mnist", "cifar_resnet"] + (["cifar", "cifar_deep", "mnist_mlp"] if FULL else [])
+MORE = ["cifar_resnet", *(["cifar", "cifar_deep", "mnist_mlp"] if FULL else [])]
+ARCHS = ["mnist", *(pytest.param(arch, marks=pytest.mark.slow) for arch in MORE)]
 EPOCHS = 3
 
 
@@ -157,6 +161,7 @@ def diverge(
     trainer.restore(run_dir / "last.npz")
     with pytest.raises(TrainingFailed) as caught:
         trainer.fit()
+    assert trainer.failed
     for name, content in saved.items():
         assert (run_dir / name).read_bytes() == content, f"{name} changed"
     return str(caught.value), watch, trainer

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from cnnbuild.errors import ConfigError
-from cnnbuild.schedules import SCHEDULES, make_schedule
+from cnnbuild.schedules import make_schedule
 
 BASE = 0.1
 STEPS_PER_EPOCH = 10
@@ -14,14 +14,6 @@ EPOCHS = 10
 
 def schedule(config, base_lr=BASE, epochs=EPOCHS):
     return make_schedule(config, base_lr, STEPS_PER_EPOCH, epochs)
-
-
-def test_registry():
-    assert sorted(SCHEDULES) == ["constant", "cosine", "step"]
-    for cls in SCHEDULES.values():
-        assert cls.description
-        assert all(option.description for option in cls.options.values())
-        assert cls.options["warmup_epochs"].default == 0
 
 
 def test_constant():

@@ -1,4 +1,5 @@
-"""Training: learning, callbacks, stopping, freezing, divergence, checkpoints that predict."""
+"""Training: learning, callbacks, stopping, freezing, checkpoints that predict (divergence and
+exact resume are promises 7 and 8, tests/test_promise_training.py)."""
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from cnnbuild.callbacks import standard_callbacks
 from cnnbuild.checkpoint import CheckpointError, load_checkpoint
 from cnnbuild.data import Dataset
 from cnnbuild.inference import load_trained
-from cnnbuild.train import Callback, Trainer, TrainingFailed, resolve_config
+from cnnbuild.train import Callback, Trainer, resolve_config
 
 SPEC = """\
 name: tiny
@@ -124,20 +125,6 @@ def test_a_frozen_layer_keeps_its_weights(tmp_path):
     for key, value in net.params.items():
         assert np.array_equal(value, before[key]) == key.startswith("conv1."), key
     assert not any("conv1" in key for key in frozen.optimizer.state_dict())
-
-
-def test_a_diverging_loss_stops_naming_epoch_step_and_layer(tmp_path):
-    trainer = make_trainer(tmp_path, 3)
-    trainer.fit()
-    before = (tmp_path / "last.npz").read_bytes()
-    trainer.config["epochs"] = 5
-    trainer.net.params["conv1.W"][...] = np.inf
-    with pytest.raises(TrainingFailed) as caught:
-        trainer.fit()
-    message = str(caught.value)
-    assert "epoch 4, step 19" in message and "'conv1'" in message
-    assert trainer.failed
-    assert (tmp_path / "last.npz").read_bytes() == before
 
 
 def test_a_checkpoint_alone_rebuilds_the_network_and_predicts_the_same(tmp_path):
