@@ -3,6 +3,8 @@
 >>> import cnnbuild
 >>> net = cnnbuild.load("archs/mnist.yaml")
 >>> probabilities = net.forward(images)          # images: (N, 1, 28, 28) float32
+
+``plan`` gives the network's layers and shapes without weights (for summaries and sizes).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["load", "loads"]
+__all__ = ["load", "loads", "plan"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,8 +1,15 @@
 """Spec -> network: expand repeats, name and resolve inputs, order the graph, infer every
-shape, then allocate weights."""
+shape and check the sizes against cnnbuild's limits (``plan``), then allocate weights
+(``allocate``); ``build`` does both.
+
+``plan`` allocates nothing that grows with the network's sizes, so validation and summary
+of any file cost milliseconds: a repeat inside a repeat is counted before it is expanded,
+and parameters are counted from the shapes the layers declare.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +20,17 @@ from cnnbuild.errors import ConfigError, ShapeError, SpecError
 from cnnbuild.graph import INPUT, Network, Node
 from cnnbuild.layers import Layer, layer_class
 from cnnbuild.layers.base import Shape
+from cnnbuild.limits import (
+    FLOAT_BYTES,
+    MAX_LAYERS,
+    MAX_PARAMETERS,
+    MAX_VALUES_PER_IMAGE,
+    check_memory,
+    format_bytes,
+    format_count,
+    parameter_values,
+    weight_memory,
+)
 from cnnbuild.options import did_you_mean
 from cnnbuild.specfile import Path_, Spec, parse_spec, read_spec
 from cnnbuild.tables import aligned
@@ -43,8 +61,23 @@ def loads(text: str, seed: int | None = None, dtype: Any = np.float32) -> Networ
 
 
 def build(spec: Spec, seed: int | None = None, dtype: Any = np.float32) -> Network:
-    """Turn a schema-valid spec into a network; raises SpecError naming file, line, layer."""
+    """Turn a schema-valid spec into a network with its weights: ``plan``, then
+    ``allocate``. Raises SpecError naming file, line and layer, or ResourceError when the
+    weights do not fit in the memory available."""
+    return allocate(plan(spec), seed=seed, dtype=dtype)
+
+
+def plan(spec: Spec) -> Network:
+    """The network a schema-valid spec describes, with every layer constructed and every
+    shape inferred, but no weights (``net.allocated`` is False; ``allocate`` adds them).
+
+    Raises SpecError (file, line, layer) for a wrong graph or shape, and for a network
+    beyond cnnbuild's limits: more than MAX_LAYERS layers after expanding repeats, more
+    than MAX_PARAMETERS parameters, more than MAX_VALUES_PER_IMAGE values kept per image.
+    Summary and validation need nothing more.
+    """
     data = spec.data
+    _check_layer_count(data["layers"], spec)
     planned = _expand(data["layers"], ("layers",), block_input=INPUT, counters={})
     _assign_default_names(planned)
     problems = _check_names(planned, spec)
@@ -54,10 +87,175 @@ def build(spec: Spec, seed: int | None = None, dtype: Any = np.float32) -> Netwo
     order = _topological_order(planned, spec)
     nodes = _infer_shapes(order, layers, tuple(data["input"]), spec)
     _check_output(nodes[-1], planned[-1], data["classes"], spec, nodes)
+    _check_sizes(order, nodes, tuple(data["input"]), spec)
+    _check_training(data.get("training") or {}, tuple(data["input"]), spec)
+    return Network(
+        data["name"],
+        tuple(data["input"]),
+        data["classes"],
+        nodes,
+        np.random.default_rng(),
+        data,
+        allocated=False,
+    )
+
+
+def allocate(net: Network, seed: int | None = None, dtype: Any = np.float32) -> Network:
+    """Allocate the weights of a planned network (in place; returns it), drawn from a
+    generator seeded with ``seed`` that the network keeps. Checks first that they fit in
+    the memory available (ResourceError saying what they need and what there is)."""
+    if net.allocated:
+        raise ValueError(f"the network {net.name!r} already has its weights")
+    trainable, non_trainable = parameter_values(net)
+    check_memory(
+        weight_memory(net, np.dtype(dtype).itemsize),
+        f"the weights of {net.name} ({format_count(trainable + non_trainable)} parameters, "
+        "with their gradients)",
+        "make the network smaller (fewer filters or units), or free memory",
+    )
     rng = np.random.default_rng(seed)
-    for node in nodes:
+    for node in net.nodes:
         node.layer.build(node.input_shapes, rng, dtype)
-    return Network(data["name"], tuple(data["input"]), data["classes"], nodes, rng, data)
+    net.rng = rng
+    net.allocated = True
+    return net
+
+
+# --- limits ---------------------------------------------------------------------------------
+
+
+def _check_layer_count(items: list[dict[str, Any]], spec: Spec) -> None:
+    """Refuse a network that expands to more than MAX_LAYERS layers, counted from the repeat
+    counts without expanding (so a repeat inside a repeat costs nothing), naming the block."""
+    counts: dict[int, int] = {}  # by id of a layers list: aliases may share one
+
+    def count(layers: list[dict[str, Any]]) -> int:
+        if id(layers) not in counts:
+            counts[id(layers)] = min(sum(_item_count(item, count) for item in layers), CAP)
+        return counts[id(layers)]
+
+    try:
+        total = count(items)
+    except RecursionError:
+        raise SpecError(
+            [spec.problem(("layers",), "repeat blocks are nested too deeply — flatten them")]
+        ) from None
+    if total <= MAX_LAYERS:
+        return
+    chain: list[tuple[int, Path_]] = []  # the repeats that multiply, outermost first
+    layers, path = items, ("layers",)
+    while True:
+        index = max(range(len(layers)), key=lambda i: _item_count(layers[i], count))
+        item = layers[index]
+        if "repeat" not in item:
+            break
+        chain.append((item["repeat"], (*path, index)))
+        layers, path = item["layers"], (*path, index, "layers")
+    where = " inside ".join(
+        f"repeat {repeat:,} at {_place(spec, block)}" for repeat, block in reversed(chain)
+    )
+    has = "expands to" if chain else "has"
+    shown = f"{total:,}" if total < CAP else f"more than {CAP:,}"
+    raise SpecError(
+        [
+            spec.problem(
+                chain[0][1] if chain else ("layers",),
+                f"the network {has} {shown} layers, more than the {MAX_LAYERS:,} cnnbuild "
+                f"builds{f' ({where})' if where else ''} — lower `repeat`; even deep networks "
+                "have a few hundred layers",
+            )
+        ]
+    )
+
+
+CAP = 10**18  # layer counts are not multiplied out beyond this
+
+
+def _place(spec: Spec, path: Path_) -> str:
+    """``line 12`` in a file; ``layers[0].layers[1]`` in data that has no lines."""
+    if spec.marks:
+        return f"line {spec.mark(path).line}"
+    return "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in path)[1:]
+
+
+def _item_count(item: dict[str, Any], count) -> int:
+    if "repeat" in item:
+        return min(item["repeat"] * count(item["layers"]), CAP)
+    return 1
+
+
+def _check_sizes(order: list[Planned], nodes: list[Node], input_shape: Shape, spec: Spec) -> None:
+    """Refuse parameter counts and per-image values beyond cnnbuild's limits, naming the
+    layer that contributes most, before anything is allocated."""
+    problems: list[tuple[int, str]] = []  # (line, message)
+
+    def add(path: Path_, message: str) -> None:
+        problems.append((spec.mark(path).line, spec.problem(path, message)))
+
+    input_values = math.prod(input_shape)
+    if input_values > MAX_VALUES_PER_IMAGE:
+        add(
+            ("input",),
+            f"an input of {_shape_text(input_shape)} is {format_count(input_values)} values "
+            f"per image, more than the {MAX_VALUES_PER_IMAGE:,} cnnbuild allows "
+            f"({format_bytes(MAX_VALUES_PER_IMAGE * FLOAT_BYTES)} of float32) — give the "
+            "image's real [channels, height, width]",
+        )
+    params, values = [], []
+    for node in nodes:
+        layer = node.layer
+        shapes = [
+            *layer.parameter_shapes(node.input_shapes).values(),
+            *layer.buffer_shapes(node.input_shapes).values(),
+        ]
+        params.append(sum(map(math.prod, shapes)))
+        values.append(
+            math.prod(node.output_shape)
+            + layer.training_scratch(node.input_shapes, node.output_shape)
+        )
+    total = sum(params)
+    if total > MAX_PARAMETERS:
+        worst = max(range(len(nodes)), key=params.__getitem__)
+        add(
+            order[worst].path,
+            f"{format_count(params[worst])} parameters here, {format_count(total)} in the "
+            f"network ({format_bytes(total * FLOAT_BYTES)} of float32), more than the "
+            f"{MAX_PARAMETERS:,} cnnbuild allows — use fewer filters or units",
+        )
+    kept = input_values + sum(values)
+    if input_values <= MAX_VALUES_PER_IMAGE < kept:
+        worst = max(range(len(nodes)), key=values.__getitem__)
+        add(
+            order[worst].path,
+            f"its output {_shape_text(nodes[worst].output_shape)} and what training keeps "
+            f"for backward are {format_count(values[worst])} values per image, "
+            f"{format_count(kept)} in the network ({format_bytes(kept * FLOAT_BYTES)} of "
+            f"float32 per image), more than the {MAX_VALUES_PER_IMAGE:,} cnnbuild allows — "
+            "use fewer filters, a smaller kernel or padding, or a smaller input",
+        )
+    if problems:
+        raise SpecError([text for _, text in sorted(problems, key=lambda item: item[0])])
+
+
+def _check_training(training: dict[str, Any], input_shape: Shape, spec: Spec) -> None:
+    """Refuse an augmentation crop that would pad the images away."""
+    crop = (training.get("augment") or {}).get("crop", 0)
+    side = min(input_shape[1:]) if len(input_shape) == 3 else 0
+    if crop and crop >= side:
+        raise SpecError(
+            [
+                spec.problem(
+                    ("training", "augment", "crop"),
+                    f"'crop' {format_count(crop)} shifts the {input_shape[1]}×{input_shape[2]} "
+                    f"images by up to that many pixels, so some crops would hold no image — "
+                    f"use at most {side - 1} (1 to 4 is usual)",
+                )
+            ]
+        )
+
+
+def _shape_text(shape: Shape) -> str:
+    return "(" + ", ".join(format_count(size) for size in shape) + ")"
 
 
 # --- expansion and names -------------------------------------------------------------------

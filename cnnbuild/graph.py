@@ -60,8 +60,10 @@ class Network:
         nodes: list[Node],
         rng: np.random.Generator,
         spec: dict[str, Any] | None = None,
+        allocated: bool = True,
     ) -> None:
         self.name = name
+        self.allocated = allocated  # False: planned (shapes only), no weights yet
         self.input_shape = input_shape
         self.classes = classes
         self.nodes = nodes
@@ -117,6 +119,11 @@ class Network:
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         """x: (N, *input_shape) -> the output layer's activations, (N, classes)."""
+        if not self.allocated:
+            raise RuntimeError(
+                f"the network {self.name!r} is only planned: allocate its weights first "
+                "(cnnbuild.builder.allocate, or build instead of plan)"
+            )
         values = {INPUT: x}
         for step, node in enumerate(self.nodes):
             output = node.layer.forward([values[name] for name in node.inputs], train)

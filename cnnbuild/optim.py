@@ -179,6 +179,14 @@ def make_optimizer(
     return cls(params, roles, **options)
 
 
+def optimizer_slots(config: Mapping[str, Any] | None) -> int:
+    """How many state arrays per parameter the optimizer ``config`` keeps (Adam: 2; 2 for an
+    unknown type, the most any built-in keeps), for memory estimates."""
+    kind = (config or {}).get("type", "adam")
+    cls = OPTIMIZERS.get(kind) if isinstance(kind, str) else None
+    return len(cls.slots) if cls is not None else 2
+
+
 @register
 class SGD(Optimizer):
     """Plain gradient descent, as torch.optim.SGD:

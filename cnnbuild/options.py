@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -88,6 +89,8 @@ def check_config(who: str, options: dict[str, Option], given: dict[str, Any]) ->
             config[key] = option.default
             continue
         value = given[key]
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{who}: received {key}={value!r}: write a finite number")
         error = next(Draft202012Validator(option.schema).iter_errors(value), None)
         if error is not None:
             raise ConfigError(f"{who}: received {key}={value!r}: {error.message}")
@@ -125,16 +128,20 @@ class Registry(Mapping[str, type]):
     Other installed packages add classes through the entry-point group ``group``
     (``cnnbuild.layers``, ...): each entry point names a module that registers its classes
     on import, or a class to register. They load the first time the registry is read.
-    ``generation`` counts registrations, so caches built from the registry (the schema)
-    know when they are stale.
     """
 
     def __init__(self, kind: str, group: str) -> None:
         self.kind = kind  # "layer", "optimizer", ...: names the registry in messages
         self.group = group
-        self.generation = 0
+        self._generation = 0
         self._classes: dict[str, type] = {}
         self._plugins_loaded = False
+
+    @property
+    def generation(self) -> int:
+        """Counts registrations (plugins loaded first), so caches know when they are stale."""
+        self._load_plugins()
+        return self._generation
 
     def register(self, cls: type) -> type:
         """Class decorator: make ``cls`` available under its ``type_name``."""
@@ -143,13 +150,13 @@ class Registry(Mapping[str, type]):
         if self._classes.get(cls.type_name, cls) is not cls:
             raise TypeError(f"{self.kind} type {cls.type_name!r} is registered twice")
         self._classes[cls.type_name] = cls
-        self.generation += 1
+        self._generation += 1
         return cls
 
     def unregister(self, type_name: str) -> None:
         """Remove a type (for tests and interactive sessions that redefine a class)."""
         del self._classes[type_name]
-        self.generation += 1
+        self._generation += 1
 
     def _load_plugins(self) -> None:
         if self._plugins_loaded:

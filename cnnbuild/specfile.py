@@ -7,6 +7,10 @@ Every problem is reported at once, each as
 
 from __future__ import annotations
 
+import difflib
+import math
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +18,7 @@ from typing import Any
 import yaml
 
 from cnnbuild.errors import SpecError
+from cnnbuild.limits import MAX_LAYERS, MAX_SPEC_BYTES
 from cnnbuild.options import did_you_mean
 
 MAX_NODES = 100_000  # more than any real spec; stops alias bombs ("billion laughs")
@@ -100,17 +105,76 @@ def _child(node: Any, step: str | int) -> Any:
 
 
 def read_spec(path: str | Path) -> Spec:
-    """Read and check ``path``; raises SpecError listing every problem found."""
+    """Read and check ``path``; raises SpecError listing every problem found.
+
+    Reads at most MAX_SPEC_BYTES + 1 bytes, and only from a regular file: a FIFO, a device
+    (``/dev/zero``) or a directory is refused before a byte is read.
+    """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = _read_bounded(path)
     except OSError as error:
-        raise SpecError([f"{path}: cannot read the file: {error.strerror}"]) from None
+        reason = error.strerror or str(error)
+        raise SpecError([f"{path}: cannot read the file: {reason}"]) from None
     return parse_spec(raw, str(path))
+
+
+def _read_bounded(path: Path) -> bytes:
+    # O_NONBLOCK: opening a FIFO does not wait for a writer; fstat then refuses it.
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        raise SpecError(
+            [
+                f"{path}: not a regular file ({_file_kind(mode)}) — give the path of an "
+                "architecture file, such as archs/mnist.yaml"
+            ]
+        )
+    with os.fdopen(descriptor, "rb") as file:
+        raw = file.read(MAX_SPEC_BYTES + 1)
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError([_too_large(str(path))])
+    return raw
+
+
+def _written_layers(data: Any) -> int:
+    """How many layers and blocks the file writes out (blocks not expanded), counted before
+    the schema check, which would take long over a huge list."""
+    count, seen = 0, set()
+    stack = [data.get("layers")] if isinstance(data, dict) else []
+    while stack:
+        items = stack.pop()
+        if not isinstance(items, list) or id(items) in seen:
+            continue
+        seen.add(id(items))
+        count += len(items)
+        stack.extend(item.get("layers") for item in items if isinstance(item, dict))
+    return count
+
+
+def _file_kind(mode: int) -> str:
+    kinds = [
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ]
+    return next((name for test, name in kinds if test(mode)), "not a plain file")
+
+
+def _too_large(source: str) -> str:
+    return (
+        f"{source}: larger than {MAX_SPEC_BYTES / 2**20:g} MiB; an architecture file is a few "
+        "KB — is this the right file?"
+    )
 
 
 def parse_spec(raw: bytes | str, source: str = "<spec>") -> Spec:
     """Parse YAML text (safe: no tags run), record positions, validate against the schema."""
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError([_too_large(source)])
     return _checked(_load_yaml(_decode(raw, source), source))
 
 
@@ -120,7 +184,24 @@ def spec_from_data(data: dict[str, Any], source: str) -> Spec:
 
 
 def _checked(spec: Spec) -> Spec:
-    problems = schema_problems(spec)
+    written = _written_layers(spec.data)
+    if written > MAX_LAYERS:
+        raise SpecError(
+            [
+                spec.problem(
+                    ("layers",),
+                    f"the file lists {written:,} layers, more than the {MAX_LAYERS:,} cnnbuild "
+                    "builds — is this the right file? (write repeated layers once, in a "
+                    "`repeat:` block)",
+                )
+            ]
+        )
+    try:
+        problems = schema_problems(spec)
+    except RecursionError:
+        raise SpecError(
+            [f"{spec.source}:1:1: lists or mappings are nested too deeply to read — flatten them"]
+        ) from None
     if problems:
         raise SpecError(problems)
     return spec
@@ -143,21 +224,31 @@ def _decode(raw: bytes | str, source: str) -> str:
 
 
 def _load_yaml(text: str, source: str) -> Spec:
-    loader = yaml.SafeLoader(text)
+    loader = _CountingLoader(text)
     try:
-        node = loader.get_single_node()
+        try:
+            node = loader.get_single_node()
+        except _TooManyNodes:
+            raise SpecError([_too_many_values(source)]) from None
         if node is None:
             raise SpecError(
                 [f"{source}:1:1: the file is empty — see archs/mnist.yaml for a complete example"]
             )
         size = _expanded_size(node)
-        if size is None or size > MAX_NODES:
-            what = (
-                "an alias refers to a mapping or list that contains it, so the document never ends"
-                if size is None
-                else f"the document expands to more than {MAX_NODES:,} values (an alias bomb?)"
+        if size is None:
+            raise SpecError(
+                [
+                    f"{source}:1:1: an alias refers to a mapping or list that contains it, so "
+                    "the document never ends — write the layers out or use `repeat:`"
+                ]
             )
-            raise SpecError([f"{source}:1:1: {what} — write the layers out or use `repeat:`"])
+        if size > MAX_NODES:
+            raise SpecError(
+                [
+                    f"{source}:1:1: the document expands to more than {MAX_NODES:,} values "
+                    "(an alias bomb?) — write the layers out or use `repeat:`"
+                ]
+            )
         spec = Spec(data={}, source=source)
         problems = _check_nodes(node, spec)
         if problems:
@@ -183,6 +274,33 @@ def _load_yaml(text: str, source: str) -> Spec:
         )
     spec.data = data
     return spec
+
+
+class _TooManyNodes(Exception):
+    pass
+
+
+class _CountingLoader(yaml.SafeLoader):
+    """The safe loader, stopping as soon as it has composed more than MAX_NODES nodes, so a
+    large file costs no more than that many to refuse."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.composed = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        self.composed += 1
+        if self.composed > MAX_NODES:
+            raise _TooManyNodes
+        return super().compose_node(parent, index)
+
+
+def _too_many_values(source: str) -> str:
+    return (
+        f"{source}:1:1: the file holds more than {MAX_NODES:,} values; an architecture file "
+        "holds a few hundred — is this the right file? (write repeated layers once, in a "
+        "`repeat:` block)"
+    )
 
 
 def _yaml_problem(error: yaml.MarkedYAMLError, source: str) -> str:
@@ -241,7 +359,9 @@ def _check_nodes(root: yaml.Node, spec: Spec) -> list[str]:
 
 def _expanded_size(root: yaml.Node) -> int | None:
     """How many nodes the document holds with every alias expanded (at most MAX_NODES + 1),
-    counted without expanding any; None when a node contains itself through an alias."""
+    counted without expanding any; None when a node contains itself through an alias. (The
+    loader has already refused more than MAX_NODES nodes as written: a long file, not a
+    bomb.)"""
     sizes: dict[int, int] = {}
     opened: set[int] = set()
     stack = [root]
@@ -298,16 +418,54 @@ def schema_problems(spec: Spec) -> list[str]:
     from cnnbuild.schema import validator
 
     found: dict[str, tuple[Mark, str]] = {}
-    for error in validator().iter_errors(spec.data):
-        for leaf in _leaves(error):
-            path = tuple(leaf.absolute_path)
-            explained = _explain(leaf, path)
-            if explained is None:
-                continue
-            message, at_key, path = explained
-            text = spec.problem(path, message, at_key)
-            found.setdefault(text, (spec.mark(path, at_key), text))
+
+    def add(path: Path_, message: str, at_key: bool = False) -> None:
+        text = spec.problem(path, message, at_key)
+        found.setdefault(text, (spec.mark(path, at_key), text))
+
+    leaves = [leaf for error in validator().iter_errors(spec.data) for leaf in _leaves(error)]
+    # A misspelt key is also a missing one: say it once, as the unknown key, where the
+    # schema names the unknown key too (a closed mapping), else as the missing one.
+    closed = {
+        tuple(leaf.absolute_path) for leaf in leaves if leaf.validator == "additionalProperties"
+    }
+    for leaf in leaves:
+        path = tuple(leaf.absolute_path)
+        explained = _explain(leaf, path, path in closed)
+        if explained is not None:
+            add(explained[2], explained[0], explained[1])
+    for path, value in _non_finite(spec.data):
+        add(path, _non_finite_message(path, value))
     return [text for _, text in sorted(found.values(), key=lambda item: (item[0].line, item[1]))]
+
+
+def _non_finite(data: Any) -> list[tuple[Path_, float]]:
+    """The path of every NaN or infinite number in ``data`` (no option takes one)."""
+    found: list[tuple[Path_, float]] = []
+    stack: list[tuple[Any, Path_]] = [(data, ())]
+    seen: set[int] = set()
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, float):
+            if not math.isfinite(node):
+                found.append((path, node))
+        elif isinstance(node, (dict, list)) and id(node) not in seen:
+            seen.add(id(node))  # aliases share a node: look inside it once
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            stack.extend((value, (*path, key)) for key, value in items)
+    return found
+
+
+def _non_finite_message(path: Path_, value: float) -> str:
+    key = path[-1] if path and isinstance(path[-1], str) else None
+    return f"{_name(key)} is {_yaml_float(value)} — write a finite number"
+
+
+def _yaml_float(value: float) -> str:
+    """How YAML writes a non-finite number: .nan, .inf, -.inf."""
+    if math.isnan(value):
+        return ".nan"
+    return ".inf" if value > 0 else "-.inf"
 
 
 def _leaves(error):
@@ -319,13 +477,16 @@ def _leaves(error):
         yield error
 
 
-def _explain(error, path: Path_) -> tuple[str, bool, Path_] | None:
+def _explain(error, path: Path_, closed: bool = False) -> tuple[str, bool, Path_] | None:
     """A message saying what is wrong and how to fix it, and whether to point at the key;
-    None where another error already says it (a misspelt key is also a missing one)."""
+    None where another error already says it: a misspelt key is also a missing one, and
+    where the mapping is ``closed`` the unknown key has its own message."""
     kind = error.validator
     value = error.instance
     schema = error.schema
     key = path[-1] if path and isinstance(path[-1], str) else None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # said once, by the walk over non-finite numbers
     if kind == "additionalProperties":
         allowed = sorted(schema.get("properties", {}))
         extras = [k for k in value if k not in schema.get("properties", {})]
@@ -336,8 +497,21 @@ def _explain(error, path: Path_) -> tuple[str, bool, Path_] | None:
         return f"{message}; allowed keys: {', '.join(allowed)}", True, (*path, extra)
     if kind == "required":
         missing = next(key for key in error.validator_value if key not in value)
-        if did_you_mean(missing, [str(key) for key in value]):
-            return None
+        written = [str(key) for key in value if key not in schema.get("properties", {})]
+        # A layer without a type may be a repeat block with its `repeat` misspelt.
+        meant = [missing, "repeat"] if missing == "type" and _is_item(path) else [missing]
+        for target in meant:
+            close = difflib.get_close_matches(target, written, n=1, cutoff=0.6)
+            if close and closed:
+                return None
+            if close:
+                typo = next(key for key in value if str(key) == close[0])
+                needed = f" ({target!r} is required)" if target == missing else ""
+                return (
+                    f"unknown key {typo!r} — did you mean {target!r}?{needed}",
+                    True,
+                    (*path, typo),
+                )
         description = schema.get("properties", {}).get(missing, {}).get("description", "")
         hint = f" ({description})" if description else ""
         return f"missing required key {missing!r}{hint} — add it", False, path
@@ -383,10 +557,26 @@ def _explain(error, path: Path_) -> tuple[str, bool, Path_] | None:
         description = schema.get("description", "")
         return f"{_name(key)} got {value!r}, which is not allowed — {description}", False, path
     if kind == "pattern":
-        return f"{_name(key)} {value!r} {schema.get('description', error.message)}", False, path
+        from cnnbuild.schema import PATTERN_RULES
+
+        rule = PATTERN_RULES.get(error.validator_value, schema.get("description", error.message))
+        return f"{_name(key)} {_shown(value)} is not allowed — {rule}", False, path
     if kind == "const":
         return f"{_name(key)} must be {error.validator_value!r}", False, path
     return error.message, False, path
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut short in the middle when long (a name may be megabytes)."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 20]}...{text[-12:]} ({len(value):,} characters)"
+
+
+def _is_item(path: Path_) -> bool:
+    """Whether ``path`` is an item of a `layers` list (a layer or a repeat block)."""
+    return len(path) >= 2 and path[-2] == "layers" and isinstance(path[-1], int)
 
 
 def _is_layer(path: Path_) -> bool:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
+from cnnbuild.limits import format_bytes
 from cnnbuild.tables import aligned
 
 if TYPE_CHECKING:
@@ -43,7 +43,8 @@ class Summary:
 
 
 def summarize(net: Network, batch_size: int = 128) -> Summary:
-    """Exact counts for ``net``; activation memory assumes training at ``batch_size``."""
+    """Exact counts for ``net``, built or only planned (counts come from the shapes the
+    layers declare); activation memory assumes training at ``batch_size``."""
     rows = []
     previous = "input"
     for node in net.nodes:
@@ -54,8 +55,8 @@ def summarize(net: Network, batch_size: int = 128) -> Summary:
                 name=node.name,
                 type=layer.type_name,
                 output_shape=node.output_shape,
-                params=sum(p.size for p in layer.params.values()),
-                buffers=sum(b.size for b in layer.buffers.values()),
+                params=_values(layer.parameter_shapes(node.input_shapes)),
+                buffers=_values(layer.buffer_shapes(node.input_shapes)),
                 macs=int(layer.macs(node.input_shapes, node.output_shape)),
                 inputs=list(shown_inputs),
             )
@@ -64,7 +65,7 @@ def summarize(net: Network, batch_size: int = 128) -> Summary:
     itemsize = max((p.itemsize for p in net.params.values()), default=4)
     trainable = sum(row.params for row in rows)
     non_trainable = sum(row.buffers for row in rows)
-    values = int(np.prod(net.input_shape)) + sum(int(np.prod(r.output_shape)) for r in rows)
+    values = math.prod(net.input_shape) + sum(math.prod(r.output_shape) for r in rows)
     return Summary(
         name=net.name,
         input_shape=net.input_shape,
@@ -100,11 +101,11 @@ def render(summary: Summary, fmt: str = "table") -> str:
     totals = [
         ("Trainable parameters", f"{summary.trainable:,}"),
         ("Non-trainable parameters", f"{summary.non_trainable:,}"),
-        ("Parameter memory", _bytes(summary.param_bytes)),
+        ("Parameter memory", format_bytes(summary.param_bytes)),
         ("Mult-adds per image", f"{summary.macs:,}"),
         (
             f"Activation memory (training, batch {summary.batch_size})",
-            _bytes(summary.activation_bytes),
+            format_bytes(summary.activation_bytes),
         ),
     ]
     title = f"{summary.name}: input {_shape(summary.input_shape)}, {summary.classes} classes"
@@ -133,12 +134,5 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(map(str, shape)) + ")"
 
 
-def _bytes(count: int) -> str:
-    if count < 1024:
-        return f"{count} B"
-    size = count / 1024
-    for unit in ("KiB", "MiB"):
-        if size < 1024:
-            return f"{size:,.1f} {unit}"
-        size /= 1024
-    return f"{size:,.1f} GiB"
+def _values(shapes: dict[str, tuple[int, ...]]) -> int:
+    return sum(math.prod(shape) for shape in shapes.values())

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnnbuild.graph import Network, Observer
-from cnnbuild.optim import make_optimizer
+from cnnbuild.limits import allocated_memory, check_memory, training_memory
+from cnnbuild.optim import make_optimizer, optimizer_slots
 from cnnbuild.tables import aligned
 
 DEFAULT_OPTIMIZER = {"type": "adam"}
@@ -58,10 +59,11 @@ def time_step(
     optimizer: a config such as ``{"type": "adam"}``; default: the spec's ``training:``
     optimizer, else Adam. The network's weights change, as in training.
     """
+    config = _optimizer_config(net, optimizer)
+    check_step_memory(net, batch_size, config)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch_size, *net.input_shape), dtype=np.float32)
     labels = rng.integers(0, net.classes, batch_size)
-    config = optimizer or net.spec.get("training", {}).get("optimizer", DEFAULT_OPTIMIZER)
     opt = make_optimizer(config, net.params, net.roles)
     updates, totals = [], []
     with net.observed(_Stopwatch()) as watch:
@@ -88,6 +90,24 @@ def time_step(
         for node in net.nodes
     ]
     return StepTime(net.name, batch_size, steps, layers, _median_ms(updates), _median_ms(totals))
+
+
+def check_step_memory(net: Network, batch_size: int, optimizer: dict | None = None) -> None:
+    """ResourceError, before anything is allocated, when a training step of ``net`` at
+    ``batch_size`` needs more memory than is available (what ``net`` already holds, its
+    weights once built, is not counted twice)."""
+    config = _optimizer_config(net, optimizer)
+    need = training_memory(net, batch_size, optimizer_slots(config)) - allocated_memory(net)
+    check_memory(
+        need,
+        f"timing {net.name} at batch {batch_size:,} (weights, optimizer state and the "
+        "activations training keeps)",
+        "use a smaller --batch-size",
+    )
+
+
+def _optimizer_config(net: Network, optimizer: dict | None) -> dict:
+    return optimizer or (net.spec.get("training") or {}).get("optimizer", DEFAULT_OPTIMIZER)
 
 
 def render(timing: StepTime) -> str:

@@ -1,4 +1,8 @@
-"""Reading specs: every malformed file exits 2 with FILE:LINE, the layer and a fix."""
+"""Reading specs: each kind of malformed file exits 2 with FILE:LINE, the layer and a fix.
+
+YAML tags, duplicate keys, alias bombs and anchors are promise 2, and a generated corpus of
+these kinds is promise 1 (both in tests/test_promise_specs.py).
+"""
 
 import pytest
 from click.testing import CliRunner
@@ -24,11 +28,6 @@ def swap(old: str, new: str) -> str:
     assert old in GOOD
     return GOOD.replace(old, new, 1)
 
-
-# six levels of ten aliases each: a million values from under 300 bytes
-ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-    f"{b}: &{b} [{', '.join([f'*{a}'] * 10)}]\n" for a, b in zip("abcde", "bcdef", strict=True)
-)
 
 # (id, text, line of the problem, fragments the message must contain)
 MALFORMED = [
@@ -67,6 +66,12 @@ MALFORMED = [
         7,
         ["(flatten)", "did you mean 'pool1'"],
     ),
+    (
+        "two-inputs-to-one-input-layer",
+        swap("{type: flatten}", "{type: flatten, inputs: [pool1, conv1]}"),
+        7,
+        ["(flatten)", "'inputs' has 2 items, needs at most 1"],
+    ),
     ("duplicate-name", swap("name: pool1", "name: conv1"), 6, ["duplicate layer name 'conv1'"]),
     ("reserved-name", swap("name: pool1", "name: input"), 6, ["reserved"]),
     (
@@ -76,7 +81,7 @@ MALFORMED = [
             "{name: pool1, type: maxpool, size: 2, inputs: [fc]}",
         ),
         6,
-        ["cycle"],
+        ["'pool1' (maxpool)", "cycle: pool1 -> fc -> flatten1 -> pool1"],
     ),
     (
         "dangling",
@@ -113,7 +118,12 @@ MALFORMED = [
         7,
         ["'s' (add)", "two or more"],
     ),
-    ("wrong-classes", swap("classes: 3", "classes: 4"), 9, ["(softmax)", "classes"]),
+    (
+        "wrong-classes",
+        swap("classes: 3", "classes: 4"),
+        9,
+        ["(softmax)", "outputs (3,) but `classes` is 4"],
+    ),
     ("no-softmax", GOOD.replace("  - {type: softmax}\n", ""), 8, ["'fc' (dense)", "softmax"]),
     (
         "softmax-on-image",
@@ -123,20 +133,6 @@ MALFORMED = [
     ),
     ("tab-indent", GOOD.replace("  - {type: flatten}", "\t- {type: flatten}"), 7, ["tabs"]),
     ("unclosed-bracket", swap("size: 2}", "size: 2"), 7, ["indentation"]),
-    (
-        "python-tag",
-        swap("filters: 2", "filters: !!python/object/apply:os.system ['true']"),
-        5,
-        ["tag", "remove the tag"],
-    ),
-    ("custom-tag", swap("units: 3", "units: !three 3"), 8, ["tag"]),
-    ("duplicate-key", swap("kernel: 3", "kernel: 3, kernel: 5"), 5, ["duplicate key 'kernel'"]),
-    (
-        "duplicate-top-key",
-        GOOD + "classes: 5\n",
-        10,
-        ["duplicate key 'classes'", "first at line 3"],
-    ),
     ("list-at-top", "- conv\n- relu\n", 1, ["top level must be a mapping"]),
     ("empty-file", "", 1, ["empty"]),
     (
@@ -174,12 +170,6 @@ MALFORMED = [
         7,
         ["repeat", ">= 1"],
     ),
-    (
-        "alias-bomb",
-        ALIAS_BOMB,
-        1,
-        ["alias bomb"],
-    ),
 ]
 
 
@@ -201,10 +191,6 @@ def test_malformed_spec_exits_2_naming_file_line_and_layer(
         assert fragment in output, output
 
 
-def test_there_are_at_least_30_malformed_cases():
-    assert len(MALFORMED) >= 30
-
-
 def test_every_problem_is_reported_at_once():
     text = swap("kernel: 3", "kernal: 3").replace("units: 3", "units: -1")
     with pytest.raises(SpecError) as caught:
@@ -212,23 +198,6 @@ def test_every_problem_is_reported_at_once():
     assert len(caught.value.problems) == 2
     assert caught.value.problems[0].startswith("x.yaml:5:")
     assert caught.value.problems[1].startswith("x.yaml:8:")
-
-
-def test_tags_never_run(tmp_path):
-    marker = tmp_path / "marker"
-    text = swap("filters: 2", f"filters: !!python/object/apply:os.system ['touch {marker}']")
-    with pytest.raises(SpecError):
-        parse_spec(text)
-    assert not marker.exists()
-
-
-def test_ordinary_anchors_still_work():
-    text = GOOD.replace(
-        "  - {name: conv1, type: conv, filters: 2, kernel: 3}",
-        "  - &c {name: conv1, type: conv, filters: 2, kernel: 3}",
-    )
-    spec = parse_spec(text)
-    assert spec.data["layers"][0]["filters"] == 2
 
 
 def test_non_utf8_bytes_are_located():

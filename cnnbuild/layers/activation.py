@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import numpy as np
 
-from cnnbuild.layers.base import Layer, register
+from cnnbuild.layers.base import Layer, Shape, register
 from cnnbuild.options import Option, number
 
 
@@ -16,6 +17,10 @@ class ReLU(Layer):
 
     type_name = "relu"
     description = "Rectified linear unit: max(x, 0)."
+
+    def training_scratch(self, input_shapes: list[Shape], output_shape: Shape) -> int:
+        """The mask of positive inputs, one byte per value, kept for backward."""
+        return -(-math.prod(output_shape) // 4)
 
     def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
         """x: (N, ...) -> same shape."""
@@ -36,6 +41,10 @@ class LeakyReLU(Layer):
     options: ClassVar[dict[str, Option]] = {
         "slope": number("Gradient for negative inputs.", 0.01, minimum=0)
     }
+
+    def training_scratch(self, input_shapes: list[Shape], output_shape: Shape) -> int:
+        """The mask of positive inputs, one byte per value, kept for backward."""
+        return -(-math.prod(output_shape) // 4)
 
     def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
         """x: (N, ...) -> same shape."""

@@ -6,6 +6,7 @@ constructor checks and ``get_config`` are all derived from that declaration.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -36,8 +37,11 @@ class Layer(ABC):
     """Base class. Subclasses set ``type_name`` and ``options`` and implement the maths.
 
     Every layer has one signature, whether it merges inputs or not: it receives lists.
-    ``output_shape(input_shapes)`` (pure, per-sample shapes), ``build(input_shapes, rng)``
-    (allocates ``params`` with their ``roles``, ``grads`` and ``buffers``),
+    ``output_shape(input_shapes)`` (pure, per-sample shapes), ``parameter_shapes`` and
+    ``buffer_shapes`` (what ``build`` will allocate, computed without allocating),
+    ``build(input_shapes, rng)`` (allocates ``params`` with their ``roles``, ``grads`` and
+    ``buffers``), ``training_scratch`` (values per image kept for backward besides the
+    output, for memory estimates),
     ``forward(xs, train)`` caching what ``backward(dy)`` needs, and ``backward`` returning
     one gradient per input and filling ``grads`` (``backward_params`` only fills ``grads``).
     ``arity`` is the (least, most) number of inputs; None: no limit.
@@ -80,12 +84,59 @@ class Layer(ABC):
         """Multiply-adds per image of the forward pass."""
         return 0
 
+    def training_scratch(self, input_shapes: list[Shape], output_shape: Shape) -> int:
+        """Values per image that a training forward keeps for backward besides its output
+        (a conv's im2col columns, batch norm's normalised input); for memory estimates."""
+        return 0
+
+    def inference_scratch(
+        self, input_shapes: list[Shape], output_shape: Shape, batch_size: int
+    ) -> int:
+        """Values that a forward pass at test time over ``batch_size`` images keeps besides
+        its output; by default as much as training keeps."""
+        return batch_size * self.training_scratch(input_shapes, output_shape)
+
     # --- parameters ------------------------------------------------------------------------
+
+    def parameter_shapes(self, input_shapes: list[Shape]) -> dict[str, Shape]:
+        """The shapes of the trainable arrays ``build`` allocates for these inputs, computed
+        without allocating them (summary and validation use this; nothing is built).
+
+        Layers with weights override it together with ``build``. The default is right for
+        layers that do not override ``build`` ({}); for a layer that only defines ``build``
+        (a plugin) it builds a throwaway copy and reads its shapes, which allocates.
+        """
+        return dict(self._shapes_from_build(input_shapes)[0])
+
+    def buffer_shapes(self, input_shapes: list[Shape]) -> dict[str, Shape]:
+        """The shapes of the non-trainable arrays (``buffers``) ``build`` allocates, without
+        allocating them; the default is as for ``parameter_shapes``."""
+        return dict(self._shapes_from_build(input_shapes)[1])
+
+    def _shapes_from_build(self, input_shapes: list[Shape]) -> tuple[dict, dict]:
+        """(parameter shapes, buffer shapes) of a throwaway copy built for ``input_shapes``
+        (remembered for the last input shapes asked about); nothing for a layer whose
+        ``build`` is the base class's no-op."""
+        if type(self).build is Layer.build:
+            return {}, {}
+        key = tuple(tuple(shape) for shape in input_shapes)
+        cached = self.__dict__.get("_built_shapes")
+        if cached is None or cached[0] != key:
+            twin = copy.copy(self)
+            twin.params, twin.grads, twin.roles, twin.buffers = {}, {}, {}, {}
+            twin.build(list(key), np.random.default_rng(0), np.float32)
+            shapes = (
+                {name: tuple(array.shape) for name, array in twin.params.items()},
+                {name: tuple(array.shape) for name, array in twin.buffers.items()},
+            )
+            cached = self._built_shapes = (key, shapes)
+        return cached[1]
 
     def build(  # noqa: B027 (a no-op for layers without parameters)
         self, input_shapes: list[Shape], rng: np.random.Generator, dtype=np.float32
     ) -> None:
-        """Allocate ``params`` (with ``add_param``) and ``buffers`` in ``dtype``."""
+        """Allocate ``params`` (with ``add_param``) and ``buffers`` in ``dtype``, of the shapes
+        ``parameter_shapes`` and ``buffer_shapes`` give."""
 
     def add_param(self, key: str, value: np.ndarray, *, decay: bool = False) -> None:
         """Add a trainable array and its gradient; ``decay``: weight decay applies to it.

@@ -86,15 +86,47 @@ class Conv(Layer):
         f, ho, wo = output_shape
         return f * input_shapes[0][0] * self.config["kernel"] ** 2 * ho * wo
 
+    def training_scratch(self, input_shapes: list[Shape], output_shape: Shape) -> int:
+        """The im2col columns training keeps, C*k*k*Ho*Wo per image, in a buffer that
+        backward reuses for the unfolded dy (F*k*k*H*W at stride 1) or joins with the
+        columns of dx (col2im, another C*k*k*Ho*Wo)."""
+        c, h, w = input_shapes[0]
+        f, ho, wo = output_shape
+        k = self.config["kernel"]
+        columns = c * k * k * ho * wo
+        if self.config["stride"] == 1 and self.pad < k:
+            return max(columns, f * k * k * h * w)
+        return 2 * columns
+
+    def inference_scratch(
+        self, input_shapes: list[Shape], output_shape: Shape, batch_size: int
+    ) -> int:
+        """Inference unfolds CHUNK bytes of columns at a time, one image's at least."""
+        c = input_shapes[0][0]
+        _, ho, wo = output_shape
+        columns = c * self.config["kernel"] ** 2 * ho * wo
+        return min(batch_size * columns, max(CHUNK // 4, columns))
+
+    def parameter_shapes(self, input_shapes: list[Shape]) -> dict[str, Shape]:
+        self.output_shape(input_shapes)
+        f, c, k = self.config["filters"], input_shapes[0][0], self.config["kernel"]
+        shapes = {"W": (f, c, k, k)}
+        if self.config["bias"]:
+            shapes["b"] = (f,)
+        return shapes
+
+    def buffer_shapes(self, input_shapes: list[Shape]) -> dict[str, Shape]:
+        return {}
+
     def build(
         self, input_shapes: list[Shape], rng: np.random.Generator, dtype: npt.DTypeLike = np.float32
     ) -> None:
-        self.output_shape(input_shapes)
-        f, c, k = self.config["filters"], input_shapes[0][0], self.config["kernel"]
-        weights = init_weights(self.config["init"], (f, c, k, k), c * k * k, f * k * k, rng, dtype)
+        shapes = self.parameter_shapes(input_shapes)
+        f, c, k, _ = shapes["W"]
+        weights = init_weights(self.config["init"], shapes["W"], c * k * k, f * k * k, rng, dtype)
         self.add_param("W", weights, decay=True)
-        if self.config["bias"]:
-            self.add_param("b", np.zeros(f, dtype=dtype))
+        if "b" in shapes:
+            self.add_param("b", np.zeros(shapes["b"], dtype=dtype))
 
     def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
         """x: (N, C, H, W) -> (N, F, Ho, Wo), a channel-major view of an (F, N, Ho, Wo) array.

@@ -31,14 +31,25 @@ class Dense(Layer):
     def macs(self, input_shapes: list[Shape], output_shape: Shape) -> int:
         return math.prod(input_shapes[0]) * self.config["units"]
 
+    def parameter_shapes(self, input_shapes: list[Shape]) -> dict[str, Shape]:
+        fan_in, units = math.prod(input_shapes[0]), self.config["units"]
+        shapes = {"W": (fan_in, units)}
+        if self.config["bias"]:
+            shapes["b"] = (units,)
+        return shapes
+
+    def buffer_shapes(self, input_shapes: list[Shape]) -> dict[str, Shape]:
+        return {}
+
     def build(
         self, input_shapes: list[Shape], rng: np.random.Generator, dtype: npt.DTypeLike = np.float32
     ) -> None:
-        fan_in, units = math.prod(input_shapes[0]), self.config["units"]
-        weights = init_weights(self.config["init"], (fan_in, units), fan_in, units, rng, dtype)
+        shapes = self.parameter_shapes(input_shapes)
+        fan_in, units = shapes["W"]
+        weights = init_weights(self.config["init"], shapes["W"], fan_in, units, rng, dtype)
         self.add_param("W", weights, decay=True)
-        if self.config["bias"]:
-            self.add_param("b", np.zeros(units, dtype=dtype))
+        if "b" in shapes:
+            self.add_param("b", np.zeros(shapes["b"], dtype=dtype))
 
     def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
         """x: (N, *input_shape) -> (N, units)."""

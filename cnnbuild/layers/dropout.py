@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import numpy as np
@@ -23,6 +24,21 @@ class Dropout(Layer):
     options: ClassVar[dict[str, Option]] = {
         "rate": number("Probability of zeroing each input.", 0.5, minimum=0, exclusiveMaximum=1)
     }
+
+    def training_scratch(self, input_shapes: list[Shape], output_shape: Shape) -> int:
+        """The scaled mask, kept for backward (as large as the output)."""
+        return math.prod(output_shape)
+
+    def inference_scratch(
+        self, input_shapes: list[Shape], output_shape: Shape, batch_size: int
+    ) -> int:
+        return 0  # nothing kept at test time but the output
+
+    def parameter_shapes(self, input_shapes: list[Shape]) -> dict[str, Shape]:
+        return {}
+
+    def buffer_shapes(self, input_shapes: list[Shape]) -> dict[str, Shape]:
+        return {}
 
     def build(
         self, input_shapes: list[Shape], rng: np.random.Generator, dtype: npt.DTypeLike = np.float32

@@ -50,6 +50,23 @@ class BatchNorm(Layer):
         """One per element: at inference the layer is a per-channel scale and shift."""
         return math.prod(output_shape)
 
+    def training_scratch(self, input_shapes: list[Shape], output_shape: Shape) -> int:
+        """The normalised input, kept for backward (as large as the output)."""
+        return math.prod(output_shape)
+
+    def inference_scratch(
+        self, input_shapes: list[Shape], output_shape: Shape, batch_size: int
+    ) -> int:
+        return 0  # nothing kept at test time but the output
+
+    def parameter_shapes(self, input_shapes: list[Shape]) -> dict[str, Shape]:
+        channels = self.output_shape(input_shapes)[0]
+        return {"gamma": (channels,), "beta": (channels,)}
+
+    def buffer_shapes(self, input_shapes: list[Shape]) -> dict[str, Shape]:
+        channels = self.output_shape(input_shapes)[0]
+        return {"running_mean": (channels,), "running_var": (channels,)}
+
     def build(
         self, input_shapes: list[Shape], rng: np.random.Generator, dtype: npt.DTypeLike = np.float32
     ) -> None:

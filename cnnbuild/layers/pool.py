@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import numpy as np
@@ -49,6 +50,14 @@ class MaxPool(Pool):
 
     type_name = "maxpool"
     description = "Maximum over square windows; the gradient goes to one maximum per window."
+
+    def training_scratch(self, input_shapes: list[Shape], output_shape: Shape) -> int:
+        """Where each maximum was, kept for backward: three byte masks at size 2, stride 2;
+        else int64 offsets, found in a copy of the windows (size*size values per output)."""
+        values = math.prod(output_shape)
+        if self.size == self.stride == 2:
+            return -(-3 * values // 4)
+        return 2 * values + self.size**2 * values
 
     def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
         """x: (N, C, H, W) -> (N, C, Ho, Wo)."""
