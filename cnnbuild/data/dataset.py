@@ -14,7 +14,8 @@ class DataError(CnnbuildError):
 
 
 class DataWarning(UserWarning):
-    """Something was wrong but has been repaired (a damaged cached file was downloaded again)."""
+    """Something is wrong but reading went on: a damaged cached file was downloaded again,
+    or a class folder holds no images."""
 
 
 @dataclass(frozen=True, eq=False)
