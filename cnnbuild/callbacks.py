@@ -1,9 +1,10 @@
-"""The callbacks `cnnbuild train` runs: history CSV, checkpoints, the non-finite stop and
-Ctrl-C. Each is one responsibility on the ``Callback`` interface of ``cnnbuild.train``."""
+"""The callbacks `cnnbuild train` runs: checkpoints, history CSV, the divergence stop and
+signals. Each is one responsibility on the ``Callback`` interface of ``cnnbuild.train``."""
 
 from __future__ import annotations
 
 import csv
+import io
 import signal
 import threading
 from pathlib import Path
@@ -12,18 +13,24 @@ from typing import Any
 import numpy as np
 
 from cnnbuild.checkpoint import HISTORY_COLUMNS
+from cnnbuild.errors import CnnbuildError
+from cnnbuild.files import atomic_write
 from cnnbuild.graph import Network, Observer
+from cnnbuild.layers.output import MIN_PROBABILITY
 from cnnbuild.train import Callback, Progress, Trainer
+
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")  # Ctrl-C; kill, timeout, Docker, SLURM; hang-up
 
 
 def standard_callbacks(run_dir: str | Path) -> list[Callback]:
-    """What every run needs: history.csv, last.npz and best.npz in ``run_dir``, a stop at
-    the first non-finite loss, and Ctrl-C as a request to stop."""
-    return [HistoryWriter(run_dir), Checkpointer(run_dir), StopOnNonFinite(), StopOnInterrupt()]
+    """What every run needs: last.npz, best.npz and history.csv in ``run_dir``, a stop when
+    training diverges, and stop signals (Ctrl-C, SIGTERM, SIGHUP) as requests to stop."""
+    return [Checkpointer(run_dir), HistoryWriter(run_dir), StopOnDivergence(), StopOnSignal()]
 
 
 class HistoryWriter(Callback):
-    """Keeps ``run_dir/history.csv`` equal to the run's history, one row an epoch."""
+    """Keeps ``run_dir/history.csv`` equal to the run's history, one row an epoch, rewritten
+    atomically: a full disk or a crash leaves the previous file whole."""
 
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / "history.csv"
@@ -35,11 +42,17 @@ class HistoryWriter(Callback):
         self._write(trainer.state.history)
 
     def _write(self, history: list[dict[str, float]]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("w", newline="") as file:
-            writer = csv.DictWriter(file, HISTORY_COLUMNS)
-            writer.writeheader()
-            writer.writerows(history)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, HISTORY_COLUMNS)
+        writer.writeheader()
+        writer.writerows(history)
+        try:
+            atomic_write(self.path, lambda file: file.write(text.getvalue().encode()))
+        except OSError as error:
+            raise CnnbuildError(
+                f"cannot write {self.path}: {error.strerror}; the checkpoints hold the whole "
+                "history — free space and resume"
+            ) from None
 
 
 class Checkpointer(Callback):
@@ -71,24 +84,47 @@ class Checkpointer(Callback):
             trainer.save(self.last)
 
 
-class StopOnNonFinite(Callback):
-    """Fails the run at the first non-finite loss, naming the epoch, the step and the first
-    layer whose output went non-finite."""
+class StopOnDivergence(Callback):
+    """Fails the run when it diverges, naming the epoch, the step and the layer at fault, so
+    that no checkpoint is ever saved in a state that cannot be loaded or is useless:
+
+    - at the first non-finite loss, parameter or buffer (a batch-norm running statistic);
+    - when the loss stays at or above half its ceiling for ``patience`` steps in a row. The
+      cross-entropy is clipped at -log(MIN_PROBABILITY) (about 27.6), where a network is
+      certain of wrong classes; half of it means the true class gets a probability of about
+      1e-6 on average, far below a guess (1/classes), which a learning network never does.
+    """
+
+    def __init__(self, patience: int = 20) -> None:
+        self.patience = patience
+        self._high = 0  # steps in a row with the loss near its ceiling
 
     def on_batch_end(self, trainer: Trainer, progress: Progress) -> None:
-        if np.isfinite(progress.step_loss):
-            return
         where = (
             f"epoch {progress.epoch}, step {trainer.state.step} "
             f"(batch {progress.batch} of {progress.batches})"
         )
-        culprit = first_non_finite(trainer.net, trainer.batch_inputs)
-        origin = f"; the first non-finite values come from {culprit}" if culprit else ""
-        trainer.stop(
-            f"the loss became {progress.step_loss} at {where}{origin} — lower the learning "
-            "rate or check the input data",
-            failed=True,
-        )
+        ceiling = -np.log(MIN_PROBABILITY)
+        self._high = self._high + 1 if progress.step_loss >= ceiling / 2 else 0
+        if not np.isfinite(progress.step_loss):
+            culprit = first_non_finite(trainer.net, trainer.batch_inputs)
+            origin = f"; the first non-finite values come from {culprit}" if culprit else ""
+            what = f"the loss became {progress.step_loss} at {where}{origin}"
+        elif self._high >= self.patience:
+            what = (
+                f"the loss stayed at {progress.step_loss:.1f} or near it for {self._high} steps "
+                f"up to {where}: the network is certain of wrong classes (the loss cannot "
+                f"exceed {ceiling:.1f}), so training has diverged"
+            )
+        else:
+            arrays = {**trainer.net.params, **trainer.net.buffers}
+            bad = next((key for key, a in arrays.items() if not np.isfinite(a).all()), None)
+            if bad is None:
+                return
+            layer = bad.split(".")[0]
+            kind = trainer.net.layers[layer].type_name
+            what = f"{bad} of layer {layer!r} ({kind}) became non-finite at {where}"
+        trainer.stop(f"{what} — lower the learning rate or check the input data", failed=True)
 
 
 class _FirstNonFinite(Observer):
@@ -111,28 +147,32 @@ def first_non_finite(net: Network, x: np.ndarray) -> str | None:
     return f"layer {watch.layer!r} ({net.layers[watch.layer].type_name})"
 
 
-class StopOnInterrupt(Callback):
-    """Turns the first Ctrl-C (SIGINT) into a request to stop after the current step; a
-    second one interrupts at once. Only in the main thread, where signals arrive."""
+class StopOnSignal(Callback):
+    """Turns the first stop signal (Ctrl-C's SIGINT, SIGTERM, SIGHUP) into a request to stop
+    after the current step, so the run is saved; a second one interrupts at once.
+    ``received`` is the signal's number. Only in the main thread, where signals arrive."""
 
     def __init__(self) -> None:
-        self.interrupted = False
-        self._previous: Any = None
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
 
     def on_train_start(self, trainer: Trainer) -> None:
-        self.interrupted = False
+        self.received = None
         if threading.current_thread() is not threading.main_thread():
             return
 
         def request_stop(signum: int, frame: Any) -> None:
-            if self.interrupted:
+            if self.received is not None:
                 raise KeyboardInterrupt
-            self.interrupted = True
-            trainer.stop("interrupted (Ctrl-C)")
+            self.received = signum
+            trainer.stop(f"stopped by {signal.Signals(signum).name}")
 
-        self._previous = signal.signal(signal.SIGINT, request_stop)
+        for name in STOP_SIGNALS:
+            number = getattr(signal, name, None)
+            if number is not None:
+                self._previous[number] = signal.signal(number, request_stop)
 
     def on_train_end(self, trainer: Trainer) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
+        self._previous.clear()

@@ -20,8 +20,7 @@ and this metadata: ``spec`` (the architecture as parsed), ``config`` (the resolv
 record of HISTORY_COLUMNS an epoch), ``best_accuracy`` and ``rng`` (the bit-generator
 states of the ``net`` and ``data`` generators).
 
-Saving is atomic: the archive is written to ``.<name>.tmp-<pid>`` beside the target,
-fsynced, then renamed over it, so a crash leaves the previous checkpoint whole. Loading
+Saving is atomic (``files.atomic_write``): a crash leaves the previous checkpoint whole. Loading
 never unpickles and turns every kind of damage into a CheckpointError naming the file.
 """
 
@@ -41,6 +40,7 @@ import numpy as np
 
 from cnnbuild.data.normalization import Normalization
 from cnnbuild.errors import CnnbuildError
+from cnnbuild.files import atomic_write
 
 FORMAT_VERSION = 1
 META_KEY = "__meta__"
@@ -100,43 +100,6 @@ def _entries(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> dict[
     return entries
 
 
-def _temp_path(path: Path, pid: int) -> Path:
-    return path.with_name(f".{path.name}.tmp-{pid}")
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` still runs (on systems without signals, assume not)."""
-    if os.name != "posix":
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_stale_temps(path: Path) -> None:
-    """Delete temp files left beside ``path`` by saves whose process has died."""
-    prefix = _temp_path(path, 0).name[:-1]
-    for temp in path.parent.iterdir():
-        pid = temp.name.removeprefix(prefix)
-        if pid != temp.name and pid.isdigit() and not _alive(int(pid)):
-            temp.unlink(missing_ok=True)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (POSIX; elsewhere directories cannot be opened)."""
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(
     path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
 ) -> None:
@@ -147,21 +110,10 @@ def save_checkpoint(
     """
     path = Path(path)
     entries = _entries(arrays, meta)
-    temp = _temp_path(path, os.getpid())
     try:
-        _remove_stale_temps(path)
-        with open(temp, "wb") as file:
-            np.savez(file, allow_pickle=False, **entries)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-        _fsync_directory(path.parent)
+        atomic_write(path, lambda file: np.savez(file, allow_pickle=False, **entries))
     except OSError as exc:
-        temp.unlink(missing_ok=True)
         raise CheckpointError(f"cannot write checkpoint {path}: {exc}") from None
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 def _read_entries(path: Path) -> dict[str, np.ndarray]:
@@ -264,6 +216,15 @@ def load_into(
     the target in messages ("the network"). On any mismatch, raises CheckpointError listing
     each key (with both shapes) and copies nothing.
     """
+    check_into(target, arrays, what)
+    for key, have in target.items():
+        have[...] = arrays[key]
+
+
+def check_into(
+    target: Mapping[str, np.ndarray], arrays: Mapping[str, np.ndarray], what: str
+) -> None:
+    """The checks of ``load_into`` without the copy: CheckpointError listing each key."""
     problems = [f"{key}: missing from the checkpoint" for key in target if key not in arrays]
     problems += [f"{key}: in the checkpoint only" for key in arrays if key not in target]
     for key in target.keys() & arrays.keys():
@@ -276,8 +237,6 @@ def load_into(
             problems.append(f"{key}: checkpoint holds NaN or infinite values")
     if problems:
         raise CheckpointError(f"checkpoint and {what} differ:\n{_listed(sorted(problems))}")
-    for key, have in target.items():
-        have[...] = arrays[key]
 
 
 # --- run checkpoints -------------------------------------------------------------------------
@@ -327,6 +286,12 @@ def save_run(path: str | os.PathLike[str], run: RunCheckpoint) -> None:
     arrays[MEAN], arrays[STD] = run.normalization.mean, run.normalization.std
     if state.order is not None:
         arrays[ORDER] = state.order
+    for key, value in arrays.items():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise CheckpointError(
+                f"not saving {path}: {key} holds NaN or infinite values, and a checkpoint must "
+                "load back"
+            )
     meta = {
         "spec": run.spec,
         "config": run.config,
@@ -366,6 +331,21 @@ def read_run(path: str | os.PathLike[str]) -> RunCheckpoint:
         state=_run_state(meta, arrays.get(ORDER), path),
         rng=meta.get("rng"),
     )
+
+
+def check_fits(net: Any, run: RunCheckpoint, path: str | os.PathLike[str]) -> None:
+    """Check that a checkpoint's weights and buffers fit ``net`` as planned, before its
+    weights are allocated: the same checks as ``load_network_state``, on declared shapes."""
+    for saved, declared in ((run.params, "parameter_shapes"), (run.buffers, "buffer_shapes")):
+        target = {
+            f"{node.name}.{key}": np.broadcast_to(np.float32(0), shape)  # no memory
+            for node in net.nodes
+            for key, shape in getattr(node.layer, declared)(node.input_shapes).items()
+        }
+        try:
+            check_into(target, saved, "the network")
+        except CheckpointError as error:
+            raise CheckpointError(f"{path}: does not fit the architecture: {error}") from None
 
 
 def load_network_state(net: Any, run: RunCheckpoint, path: str | os.PathLike[str]) -> None:

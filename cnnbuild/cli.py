@@ -6,33 +6,95 @@ answers at once. User errors exit with status 2 and a message, never a traceback
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
-EXISTING_FILE = click.Path(exists=True, dir_okay=False)
+
+class PathWithoutNul(click.Path):
+    """A path, refused with a message when it holds a NUL byte (no file name can)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if "\0" in str(value):
+            self.fail(f"{value!r} holds a NUL byte, which no file name can", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+EXISTING_FILE = PathWithoutNul(exists=True, dir_okay=False)
+FOLDER = PathWithoutNul(file_okay=False)
 
 
 def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Print cnnbuild's own errors as messages and exit with status 2 (130 on Ctrl-C)."""
+    """Print cnnbuild's own errors, and file-system errors, as one-line messages and exit with
+    status 2; a stop signal (Ctrl-C, SIGTERM, SIGHUP) exits with 128 + its number."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from cnnbuild.errors import CnnbuildError
 
         try:
-            return command(*args, **kwargs)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
+            with _signals_interrupt():
+                return command(*args, **kwargs)
+        except KeyboardInterrupt as interrupt:
+            number = getattr(interrupt, "signal", signal.SIGINT)
+            click.echo(f"stopped by {signal.Signals(number).name}", err=True)
+            sys.exit(128 + number)
         except CnnbuildError as error:
             click.echo(f"error: {error}" if "\n" not in str(error) else str(error), err=True)
             sys.exit(2)
+        except OSError as error:
+            where = f"{error.filename}: " if error.filename else ""
+            click.echo(f"error: {where}{error.strerror or error}", err=True)
+            sys.exit(2)
 
     return wrapper
+
+
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP outside training, where Ctrl-C raises KeyboardInterrupt."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(number)
+        self.signal = number
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """Let SIGTERM and SIGHUP unwind like Ctrl-C, so that ``finally`` blocks run (training
+    installs its own handlers, which save before stopping)."""
+
+    def stop(number: int, frame: Any) -> None:
+        raise _Stopped(number)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    numbers = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    previous = {number: signal.signal(number, stop) for number in numbers}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+class FiniteFloat(click.FloatRange):
+    """A float in a range that is a number: NaN and infinities are refused."""
+
+    name = "finite float"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,10 +124,11 @@ def main() -> None:
 @user_errors
 def summary(spec_file: str, batch_size: int, fmt: str) -> None:
     """Show each layer's output shape, parameters and cost."""
-    from cnnbuild.builder import load
+    from cnnbuild.builder import plan
+    from cnnbuild.specfile import read_spec
     from cnnbuild.summary import render, summarize
 
-    click.echo(render(summarize(load(spec_file), batch_size), fmt))
+    click.echo(render(summarize(plan(read_spec(spec_file)), batch_size), fmt))
 
 
 @main.command("time")
@@ -88,28 +151,33 @@ def summary(spec_file: str, batch_size: int, fmt: str) -> None:
 @user_errors
 def time_(spec_file: str, batch_size: int, steps: int) -> None:
     """Time each layer's forward and backward pass in training."""
-    from cnnbuild.builder import load
-    from cnnbuild.timing import render, time_step
+    from cnnbuild.builder import allocate, plan
+    from cnnbuild.specfile import read_spec
+    from cnnbuild.timing import check_step_memory, render, time_step
 
-    click.echo(render(time_step(load(spec_file), batch_size, steps)))
+    net = plan(read_spec(spec_file))
+    check_step_memory(net, batch_size)  # before the weights, too, are allocated
+    click.echo(render(time_step(allocate(net), batch_size, steps)))
 
 
 @main.command()
 @click.argument("spec_files", nargs=-1, required=True, type=EXISTING_FILE)
 def validate(spec_files: tuple[str, ...]) -> None:
     """Check architecture files: schema and shapes."""
-    from cnnbuild.builder import load
+    from cnnbuild.builder import plan
     from cnnbuild.errors import CnnbuildError
+    from cnnbuild.limits import parameter_values
+    from cnnbuild.specfile import read_spec
 
     failed = 0
     for path in spec_files:
         try:
-            net = load(path)
+            net = plan(read_spec(path))  # shapes and limits; no weights are allocated
         except CnnbuildError as error:
             failed += 1
             click.echo(str(error), err=True)
             continue
-        count = sum(p.size for p in net.params.values())
+        count = parameter_values(net)[0]
         click.echo(f"{path}: OK ({len(net.nodes)} layers, {count:,} trainable parameters)")
     if failed:
         click.echo(f"{failed} of {len(spec_files)} files have errors", err=True)
@@ -132,12 +200,12 @@ def schema() -> None:
     help="Epochs to train in all (a resumed run continues up to this many).",
 )
 @click.option("--batch-size", type=click.IntRange(1), help="Images per training step.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), help="Learning rate.")
 @click.option("--seed", type=click.IntRange(0), help="Seed of the random generator.")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the dataset.")
+@click.option("--data-dir", type=FOLDER, help="Folder holding the dataset.")
 @click.option(
     "--out",
-    type=click.Path(file_okay=False),
+    type=FOLDER,
     help="Run folder for checkpoints and "
     "history  [default: runs/<name>, or runs/<name>-2, ... if taken]",
 )
@@ -148,7 +216,7 @@ def train(spec_file: str, epochs, batch_size, lr, seed, data_dir, out, resume) -
 
     The spec's `training:` section gives the defaults; options override them. Each epoch
     writes last.npz, best.npz (by test accuracy) and history.csv to the run folder.
-    Ctrl-C saves last.npz and exits with status 130.
+    Ctrl-C, SIGTERM and SIGHUP save last.npz and exit with status 130, 143 and 129.
     """
     from cnnbuild.commands import train_from_cli
 
@@ -175,7 +243,7 @@ def train(spec_file: str, epochs, batch_size, lr, seed, data_dir, out, resume) -
     show_default=True,
     help="Which part of the dataset to measure.",
 )
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the dataset.")
+@click.option("--data-dir", type=FOLDER, help="Folder holding the dataset.")
 @user_errors
 def evaluate(checkpoint: str, split: str, data_dir: str | None) -> None:
     """Accuracy, per-class accuracy, confusion matrix."""
@@ -200,7 +268,7 @@ def evaluate(checkpoint: str, split: str, data_dir: str | None) -> None:
     show_default=True,
     help="Dataset part that --index refers to.",
 )
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the dataset.")
+@click.option("--data-dir", type=FOLDER, help="Folder holding the dataset.")
 @click.option(
     "--top-k",
     type=click.IntRange(1),
@@ -223,7 +291,7 @@ def predict(checkpoint, images, index, split, data_dir, top_k, show) -> None:
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("run_dir", type=PathWithoutNul(exists=True, file_okay=False))
 @user_errors
 def plot(run_dir: str) -> None:
     """Draw a run's loss and accuracy curves (curves.png)."""

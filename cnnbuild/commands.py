@@ -3,6 +3,7 @@ find the data, pick the run folder, wire the trainer to its callbacks and the co
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -10,79 +11,112 @@ import click
 import numpy as np
 import yaml
 
-from cnnbuild.builder import build
-from cnnbuild.callbacks import Checkpointer, HistoryWriter, StopOnInterrupt, StopOnNonFinite
-from cnnbuild.checkpoint import read_run
+from cnnbuild.builder import allocate, plan
+from cnnbuild.callbacks import Checkpointer, HistoryWriter, StopOnDivergence, StopOnSignal
+from cnnbuild.checkpoint import RunCheckpoint
 from cnnbuild.console import ConsoleProgress, confusion_table
 from cnnbuild.data import DataError, Dataset, load_dataset, load_image_file
 from cnnbuild.errors import CnnbuildError
-from cnnbuild.inference import confusion_matrix, load_trained
+from cnnbuild.files import atomic_write
+from cnnbuild.inference import checked_run, confusion_matrix, load_trained
+from cnnbuild.limits import check_memory, training_memory
+from cnnbuild.optim import optimizer_slots
+from cnnbuild.runfolder import claimed
 from cnnbuild.specfile import read_spec
 from cnnbuild.train import Trainer, TrainingFailed, resolve_config
 
-INTERRUPTED = 130  # the shell's status for a process stopped by Ctrl-C
-
 
 def train_from_cli(spec_file: str, *, out: str | None, resume: str | None, **flags: Any) -> int:
-    """Run `cnnbuild train`; returns the exit status."""
+    """Run `cnnbuild train`; returns the exit status (128 + the signal's number when a
+    signal stopped it)."""
     spec = read_spec(spec_file)
     if resume:
-        config = _resumed_config(resume, flags)
+        run, _ = checked_run(resume)
+        _check_same_network(spec.data, run.spec, spec_file, resume)
+        config = _resumed_config(run, resume, flags)
     else:
         config = resolve_config(spec.data.get("training", {}), **flags)
-    net = build(spec, seed=config["seed"])
+    net = plan(spec)
+    check_memory(
+        training_memory(net, config["batch_size"], optimizer_slots(config["optimizer"])),
+        f"training {net.name} at batch {config['batch_size']:,} (weights, optimizer state and "
+        "the activations training keeps)",
+        "use a smaller --batch-size, or a smaller network",
+    )
+    allocate(net, seed=config["seed"])
     train_set = _dataset(config, "train", net)
     test_set = _dataset(config, "test", net)
-    run_dir = Path(out) if out else _run_folder(resume, net.name)
-    if not resume and (run_dir / "last.npz").exists():
-        raise CnnbuildError(
-            f"{run_dir} already holds a run (last.npz) — continue it with --resume "
-            f"{run_dir / 'last.npz'}, or choose another --out"
+    with claimed(net.name, out, resume) as run_dir:
+        record = {"spec": str(spec_file), "training": config}
+        text = yaml.safe_dump(record, sort_keys=False, allow_unicode=True).encode()
+        atomic_write(run_dir / "config.yaml", lambda file: file.write(text))
+        checkpoints, signals = Checkpointer(run_dir), StopOnSignal()
+        callbacks = [checkpoints, HistoryWriter(run_dir), StopOnDivergence(), signals]
+        trainer = Trainer(net, config, train_set, test_set, [*callbacks, ConsoleProgress()])
+        if resume:
+            trainer.restore(resume)
+        click.echo(
+            f"training {net.name} on {config['dataset']}: {len(train_set):,} training and "
+            f"{len(test_set):,} test images, {trainer.steps_per_epoch} steps per epoch; "
+            f"run folder {run_dir}",
+            err=True,
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(
-        yaml.safe_dump({"spec": str(spec_file), "training": config}, sort_keys=False)
-    )
-    checkpoints, interrupts = Checkpointer(run_dir), StopOnInterrupt()
-    callbacks = [HistoryWriter(run_dir), checkpoints, StopOnNonFinite(), interrupts]
-    trainer = Trainer(net, config, train_set, test_set, [*callbacks, ConsoleProgress()])
-    if resume:
-        trainer.restore(resume)
+        try:
+            history = trainer.fit()
+        except TrainingFailed as failure:
+            last = checkpoints.last
+            kept = f"; {last} holds the last good state" if last.exists() else ""
+            raise TrainingFailed(f"{failure}{kept}") from None
+        if signals.received is not None:
+            state, last = trainer.state, checkpoints.last
+            click.echo(
+                f"{trainer.stop_reason} at epoch {state.epoch + 1}, batch {state.batch}; saved "
+                f"{last} — continue with --resume {last}",
+                err=True,
+            )
+            return 128 + signals.received
+    _draw_curves(run_dir)
+    best = max(history, key=lambda record: record["test_accuracy"])
     click.echo(
-        f"training {net.name} on {config['dataset']}: {len(train_set):,} training and "
-        f"{len(test_set):,} test images, {trainer.steps_per_epoch} steps per epoch; "
-        f"run folder {run_dir}",
+        f"best test accuracy {best['test_accuracy']:.4f} at epoch {best['epoch']}; "
+        f"saved {run_dir / 'best.npz'} and {run_dir / 'last.npz'}",
         err=True,
     )
-    try:
-        history = trainer.fit()
-    except TrainingFailed as failure:
-        kept = (
-            f"; {checkpoints.last} holds the last good state" if checkpoints.last.exists() else ""
-        )
-        raise TrainingFailed(f"{failure}{kept}") from None
-    if interrupts.interrupted:
-        state, last = trainer.state, checkpoints.last
-        click.echo(
-            f"stopped at epoch {state.epoch + 1}, batch {state.batch}; saved {last} — "
-            f"continue with --resume {last}",
-            err=True,
-        )
-        return INTERRUPTED
-    _draw_curves(run_dir)
-    if history:
-        best = max(history, key=lambda record: record["test_accuracy"])
-        click.echo(
-            f"best test accuracy {best['test_accuracy']:.4f} at epoch {best['epoch']}; "
-            f"saved {run_dir / 'best.npz'} and {run_dir / 'last.npz'}",
-            err=True,
-        )
     return 0
 
 
-def _resumed_config(checkpoint: str, flags: dict[str, Any]) -> dict[str, Any]:
-    """A resumed run keeps its saved settings; only --epochs and --data-dir may change."""
-    saved = read_run(checkpoint).config
+def _check_same_network(
+    given: dict[str, Any], saved: dict[str, Any], spec_file: str, checkpoint: str
+) -> None:
+    """Refuse to resume a checkpoint with a spec of another architecture."""
+    for key in ("input", "classes", "layers"):
+        if given.get(key) == saved.get(key):
+            continue
+        if key == "layers":
+            pairs = zip(given["layers"], saved["layers"], strict=False)
+            index = next((i for i, (a, b) in enumerate(pairs) if a != b), None)
+            if index is None:
+                count = len(given["layers"]), len(saved["layers"])
+                difference = f"{count[0]} layers here, {count[1]} there"
+            else:
+                a, b = given["layers"][index], saved["layers"][index]
+                difference = f"layers[{index}] is {_flow(a)} here but {_flow(b)} there"
+        else:
+            difference = f"{key} is {given.get(key)} here but {saved.get(key)} there"
+        raise CnnbuildError(
+            f"{spec_file} is not the network {checkpoint} was trained with ({difference}) — "
+            "resume with the spec the run was trained with (its config.yaml names it), or "
+            "start a new run without --resume"
+        )
+
+
+def _flow(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, sort_keys=False).strip()
+
+
+def _resumed_config(run: RunCheckpoint, checkpoint: str, flags: dict[str, Any]) -> dict[str, Any]:
+    """A resumed run keeps its saved settings; only --epochs and --data-dir may change, and
+    there must be epochs left to train."""
     fixed = [name for name in ("batch_size", "lr", "seed") if flags.get(name) is not None]
     if fixed:
         option = "--" + fixed[0].replace("_", "-")
@@ -90,22 +124,17 @@ def _resumed_config(checkpoint: str, flags: dict[str, Any]) -> dict[str, Any]:
             f"{option} cannot change when resuming: the run continues with the settings "
             f"saved in {checkpoint}"
         )
-    config = resolve_config(saved)
+    config = resolve_config(run.config)
     for name in ("epochs", "data_dir"):
         if flags.get(name) is not None:
             config[name] = flags[name]
+    done = run.state.epoch
+    if config["epochs"] <= done:
+        raise click.UsageError(
+            f"{checkpoint} has trained {done} epoch{'s' if done != 1 else ''} of its "
+            f"{config['epochs']} already — give --epochs above {done} to train more"
+        )
     return config
-
-
-def _run_folder(resume: str | None, name: str) -> Path:
-    if resume:
-        return Path(resume).parent
-    base = Path("runs") / name
-    candidate, number = base, 1
-    while (candidate / "last.npz").exists():
-        number += 1
-        candidate = base.with_name(f"{name}-{number}")
-    return candidate
 
 
 def _dataset(config: dict[str, Any], split: str, net: Any) -> Dataset:
@@ -211,7 +240,7 @@ def predict_report(
             lines.append(f"{split}[{index}]: predicted {guess}, true {truth} ({verdict})")
             lines += _top(p, model.class_names, top_k)
             if show:
-                lines.append(f"  image written to {_write_png(image, f'{split}_{index}.png')}")
+                lines.append(f"  image written to {_write_png(image, f'{split}_{index}')}")
     if image_files:
         images = np.stack([load_image_file(path, model.net.input_shape) for path in image_files])
         for path, p in zip(image_files, model.probabilities(images), strict=True):
@@ -226,24 +255,45 @@ def _top(p: np.ndarray, names: list[str], k: int) -> list[str]:
     return [f"  {names[i]:<{width}}  {p[i]:7.2%}" for i in order]
 
 
-def _write_png(image: np.ndarray, name: str) -> Path:
-    """Write a uint8 (C, H, W) image, enlarged for viewing, to the current folder."""
+def _write_png(image: np.ndarray, stem: str) -> Path:
+    """Write a uint8 (C, H, W) image, enlarged for viewing, to a new file in the current
+    folder: ``stem.png``, or ``stem-2.png``, ... so that no file is overwritten."""
     from cnnbuild.data.folder import pillow
 
     scale = max(1, 256 // max(image.shape[1:]))
     pixels = image.repeat(scale, axis=1).repeat(scale, axis=2)
     picture = pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)
-    path = Path(name)
-    pillow().fromarray(np.ascontiguousarray(picture)).save(path)
-    return path
+    encoded = io.BytesIO()
+    pillow().fromarray(np.ascontiguousarray(picture)).save(encoded, format="PNG")
+    for number in range(1, 10_000):
+        path = Path(f"{stem}.png" if number == 1 else f"{stem}-{number}.png")
+        try:
+            with path.open("xb") as file:  # "x": never replaces an existing file
+                file.write(encoded.getvalue())
+            return path
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise CnnbuildError(
+                f"cannot write {path.resolve()}: {error.strerror} — run predict --show from a "
+                "folder you can write to"
+            ) from None
+    raise CnnbuildError(f"{stem}.png to {stem}-9999.png all exist — remove some")
 
 
 def _checkpoint_dataset(
     saved: dict[str, Any], split: str, data_dir: str | None, net: Any
 ) -> Dataset:
-    config = dict(saved)
-    if "dataset" not in config:
-        raise CnnbuildError("the checkpoint does not say which dataset it was trained on")
+    """The split of the dataset a checkpoint was trained on, from ``data_dir`` if given."""
+    config = resolve_config(saved)
     if data_dir is not None:
         config["data_dir"] = data_dir
-    return _dataset(config, split, net)
+    try:
+        return _dataset(config, split, net)
+    except DataError as error:
+        if data_dir is not None or not config["data_dir"]:
+            raise
+        raise DataError(
+            f"{error}\n(the checkpoint was trained on data in {config['data_dir']}; if it is "
+            "elsewhere now, give --data-dir)"
+        ) from None

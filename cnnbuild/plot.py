@@ -13,10 +13,15 @@ def plot_history(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     history_file = run_dir / "history.csv"
     try:
-        with history_file.open(newline="") as file:
+        with history_file.open(newline="", encoding="utf-8") as file:
             rows = list(csv.DictReader(file))
-    except OSError:
+    except FileNotFoundError:
         raise CnnbuildError(f"{history_file} not found — is {run_dir} a run folder?") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise CnnbuildError(
+            f"{history_file}: cannot be read as cnnbuild's history ({error}) — is {run_dir} a "
+            "run folder?"
+        ) from None
     try:
         import matplotlib
 
@@ -44,6 +49,10 @@ def plot_history(run_dir: str | Path) -> Path:
     figure.suptitle(run_dir.name)
     figure.tight_layout()
     path = run_dir / "curves.png"
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    try:
+        figure.savefig(path, dpi=100)
+    except OSError as error:
+        raise CnnbuildError(f"cannot write {path}: {error.strerror}") from None
+    finally:
+        plt.close(figure)
     return path

@@ -28,7 +28,7 @@ from cnnbuild.checkpoint import (
 from cnnbuild.data import Dataset, dataset_names
 from cnnbuild.data.batches import random_crop, random_flip
 from cnnbuild.data.normalization import Normalization
-from cnnbuild.errors import CnnbuildError
+from cnnbuild.errors import CnnbuildError, ConfigError
 from cnnbuild.graph import Network
 from cnnbuild.layers.output import cross_entropy
 from cnnbuild.optim import Optimizer, make_optimizer
@@ -67,10 +67,10 @@ TRAINING: dict[str, Option] = {
 def resolve_config(training: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     """A ``training:`` section with every default filled in and the given command-line
     values (those not None) on top. ``lr`` goes into the optimizer."""
-    config = defaults(TRAINING) | copy.deepcopy(training)
-    config["augment"] = defaults(AUGMENT) | config["augment"]
     lr = overrides.pop("lr", None)
+    config = defaults(TRAINING) | copy.deepcopy(training)
     config |= {key: value for key, value in overrides.items() if value is not None}
+    config["augment"] = defaults(AUGMENT) | config["augment"]
     if lr is not None:
         config["optimizer"] = {**config["optimizer"], "lr": lr}
     return config
@@ -143,6 +143,12 @@ class Trainer:
         self.test_set = test
         self.callbacks = list(callbacks)
         self.normalization = normalization or Normalization.of(train)
+        crop, image_size = config["augment"]["crop"], max(train.image_shape[1:])
+        if crop > image_size:
+            raise ConfigError(
+                f"augment.crop {crop} pads more than the images are wide "
+                f"({' x '.join(map(str, train.image_shape[1:]))}) — use at most {image_size}"
+            )
         self.batch_size = min(config["batch_size"], len(train))
         self.steps_per_epoch = len(train) // self.batch_size
         self.optimizer: Optimizer = make_optimizer(config["optimizer"], net.params, net.roles)

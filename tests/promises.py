@@ -21,6 +21,12 @@ TITLES = {
     8: "non-finite values",
     9: "numerical truth against PyTorch",
     10: "shape inference",
+    11: "run folders",
+    12: "signals",
+    13: "resource limits",
+    14: "file-system faults",
+    15: "images read as they are",
+    16: "words that point at the real cause",
 }
 
 
@@ -30,7 +36,7 @@ def count(default: int, full: int) -> int:
 
 
 def record(promise: int, what: str, figure: object) -> None:
-    """Report ``figure`` under promise number ``promise`` (1 to 10)."""
+    """Report ``figure`` under promise number ``promise`` (a key of TITLES)."""
     FIGURES[(promise, what)] = str(figure)
 
 

@@ -1,5 +1,8 @@
 """Promise 6: a process killed while saving leaves a checkpoint that loads, and Ctrl-C during
-training saves one, exits 130 and resumes to the same result as a run never stopped."""
+training saves one, exits 130 and resumes to the same result as a run never stopped.
+
+This is the one test of Ctrl-C and --resume through the command line; its first two trials run
+in the quick loop (-m "not slow"). Saves that fail by an exception are in test_checkpoint.py."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from promises import count, record
 from test_train import SPEC
@@ -45,6 +49,7 @@ def saved_number(path: Path) -> int:
     return i
 
 
+@pytest.mark.slow
 def test_sigkill_during_saves_always_leaves_a_checkpoint_that_loads(tmp_path):
     rng = random.Random(6)
     trials = count(50, 250)
@@ -101,17 +106,31 @@ def max_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
     return max(float(np.abs(a[k].astype(np.float64) - b[k]).max(initial=0)) for k in a)
 
 
-def test_ctrl_c_mid_epoch_saves_exits_130_and_resumes_exactly(tmp_path, image_folder):
+INTERRUPTS = count(20, 60)
+QUICK = 2  # the first trials, one concurrent pair, run in the quick loop (-m "not slow")
+STRAIGHT: dict[int, tuple] = {}  # epochs -> the state of a run never stopped
+STOPS = {"exits": [], "expected": [], "mid_epoch": 0, "worst": 0.0}
+SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]  # Ctrl-C; kill, timeout, SLURM; hang-up
+
+
+@pytest.mark.usefixtures("without_curves")
+@pytest.mark.parametrize(
+    "trials",
+    [
+        pytest.param(range(QUICK), id="first"),
+        pytest.param(range(QUICK, INTERRUPTS), id="rest", marks=pytest.mark.slow),
+    ],
+)
+def test_a_stop_signal_mid_epoch_saves_exits_128_plus_n_and_resumes_exactly(
+    tmp_path, image_folder, trials
+):
     spec = tmp_path / "tiny.yaml"
     spec.write_text(SPEC)
-    rng = random.Random(60)
-    trials = count(20, 60)
     flags = ["--batch-size", "2", "--data-dir", str(image_folder)]
-    straight: dict[int, tuple] = {}
-    exits, mid_epoch, worst = [], 0, 0.0
-    for start in range(0, trials, 2):
+    worst = 0.0
+    for start in range(trials.start, trials.stop, 2):
         batch = []
-        for trial in range(start, min(start + 2, trials)):
+        for trial in range(start, min(start + 2, trials.stop)):
             out = tmp_path / f"run{trial}"
             command = [sys.executable, "-m", "cnnbuild", "train", str(spec), "--epochs", "1000"]
             process = subprocess.Popen(
@@ -120,37 +139,45 @@ def test_ctrl_c_mid_epoch_saves_exits_130_and_resumes_exactly(tmp_path, image_fo
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            batch.append((out, process))
-        for _, process in batch:
+            batch.append((out, process, random.Random(60 + trial), SIGNALS[trial % 3]))
+        for _, process, rng, number in batch:
             assert process.stdout.readline().startswith("epoch")  # training has begun
             time.sleep(rng.uniform(0, 0.4))
-            process.send_signal(signal.SIGINT)
-        for out, process in batch:
+            process.send_signal(number)
+        for out, process, _, number in batch:
             _, stderr = process.communicate(timeout=120)
-            exits.append(process.returncode)
-            assert process.returncode == 130 and "Traceback" not in stderr, stderr
+            STOPS["exits"].append(process.returncode)
+            STOPS["expected"].append(128 + number)
+            assert process.returncode == 128 + number and "Traceback" not in stderr, stderr
+            assert f"stopped by {number.name}" in stderr and "--resume" in stderr, stderr
+            assert not (out / ".lock").exists()
             load_trained(out / "last.npz")
             _, meta = load_checkpoint(out / "last.npz")
-            mid_epoch += meta["batch"] > 0
+            STOPS["mid_epoch"] += meta["batch"] > 0
             epochs = meta["epoch"] + 1
             result = CliRunner().invoke(
                 main, ["train", str(spec), "--epochs", epochs, "--resume", str(out / "last.npz")]
             )
             assert result.exit_code == 0, result.output
-            if epochs not in straight:
+            assert not list(out.glob("*.tmp*"))
+            if epochs not in STRAIGHT:
                 whole = tmp_path / f"straight{epochs}"
                 result = CliRunner().invoke(
                     main, ["train", str(spec), "--epochs", epochs, *flags, "--out", str(whole)]
                 )
                 assert result.exit_code == 0, result.output
-                straight[epochs] = state(whole / "last.npz")
+                STRAIGHT[epochs] = state(whole / "last.npz")
             arrays, history = state(out / "last.npz")
-            worst = max(worst, max_difference(arrays, straight[epochs][0]))
-            assert history == straight[epochs][1]
-    record(
-        6,
-        "SIGINT during `cnnbuild train`",
-        f"{trials} trials ({mid_epoch} mid-epoch): exit 130 in {exits.count(130)}, checkpoint "
-        f"loads in {trials}, --resume ends equal to an unstopped run (max diff {worst:g})",
-    )
+            worst = max(worst, max_difference(arrays, STRAIGHT[epochs][0]))
+            STOPS["worst"] = max(STOPS["worst"], worst)
+            exits, expected = STOPS["exits"], STOPS["expected"]
+            sent = ", ".join(f"{expected.count(128 + n)} {n.name}" for n in SIGNALS)
+            record(
+                12,
+                "SIGINT, SIGTERM, SIGHUP during `cnnbuild train`",
+                f"{len(exits)} trials ({sent}; {STOPS['mid_epoch']} mid-epoch): exit 128+n in "
+                f"{sum(map(int.__eq__, exits, expected))}, checkpoint loads in {len(exits)}, "
+                f"--resume ends equal to an unstopped run (max diff {STOPS['worst']:g})",
+            )
+            assert history == STRAIGHT[epochs][1]
     assert worst == 0
