@@ -33,7 +33,8 @@ class TrainedModel:
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """uint8 images (N, C, H, W) -> class probabilities (N, classes) float32; refuses
         NaN or infinite results, which only degenerate weights produce."""
-        p = self.net.predict(images, prepare=self.run.normalization.apply)
+        with np.errstate(all="ignore"):  # overflow shows as non-finite results, refused below
+            p = self.net.predict(images, prepare=self.run.normalization.apply)
         bad = int((~np.isfinite(p).all(axis=1)).sum())
         if bad:
             raise CheckpointError(

@@ -27,7 +27,7 @@ from click.testing import CliRunner
 from promises import count, record
 from test_train import SPEC
 
-from cnnbuild.checkpoint import META_KEY, load_checkpoint, read_run
+from cnnbuild.checkpoint import META_KEY, load_checkpoint, read_run, save_checkpoint
 from cnnbuild.cli import main
 
 pytestmark = pytest.mark.usefixtures("without_curves")
@@ -415,3 +415,24 @@ def test_messages_name_the_real_cause(tmp_path, workdir, spec_file, trained, ima
         "resume with another network, no epochs left, --show twice, moved data",
         f"{checks} cases: each message names the cause and the fix; nothing overwritten",
     )
+
+
+# --- 15. no silently wrong answers ----------------------------------------------------------
+
+
+def test_predict_refuses_probabilities_that_are_not_numbers(tmp_path, trained):
+    arrays, meta = load_checkpoint(trained / "last.npz")
+    refused = 0
+    for scale in (1e20, 1e30, 3e38):
+        huge = {
+            key: value * np.float32(scale) if key.startswith("params/") else value
+            for key, value in arrays.items()
+        }
+        path = tmp_path / f"huge{scale:g}.npz"
+        save_checkpoint(path, huge, meta)
+        for command in (("predict", path, "--index", 0), ("evaluate", path)):
+            code, output = cli(*command)
+            assert code == 2 and "NaN or infinite probabilities" in output, output
+            assert "nan%" not in output
+            refused += 1
+    record(15, "degenerate weights", f"{refused} predict/evaluate calls: refused, no nan%")

@@ -28,6 +28,7 @@ import yaml
 from click.testing import CliRunner
 from conftest import ARCHS
 from promises import count, record
+from test_promise_specs import at, layer_paths
 
 from cnnbuild.builder import allocate, plan
 from cnnbuild.cli import main
@@ -83,22 +84,6 @@ class Case:
     name: str
     data: dict
     batch: int
-
-
-def layer_paths(data: dict) -> list[tuple]:
-    paths = []
-    for i, item in enumerate(data["layers"]):
-        if "repeat" in item:
-            paths += [("layers", i, "layers", j) for j in range(len(item["layers"]))]
-        else:
-            paths.append(("layers", i))
-    return paths
-
-
-def at(data, path):
-    for step in path:
-        data = data[step]
-    return data
 
 
 def huge_size(data, rng):
