@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnbuild.data.batches import crop_problem
 from cnnbuild.errors import ConfigError, ShapeError, SpecError
 from cnnbuild.graph import INPUT, Network, Node
 from cnnbuild.layers import Layer, layer_class
@@ -240,18 +241,9 @@ def _check_sizes(order: list[Planned], nodes: list[Node], input_shape: Shape, sp
 def _check_training(training: dict[str, Any], input_shape: Shape, spec: Spec) -> None:
     """Refuse an augmentation crop that would pad the images away."""
     crop = (training.get("augment") or {}).get("crop", 0)
-    side = min(input_shape[1:]) if len(input_shape) == 3 else 0
-    if crop and crop >= side:
-        raise SpecError(
-            [
-                spec.problem(
-                    ("training", "augment", "crop"),
-                    f"'crop' {format_count(crop)} shifts the {input_shape[1]}×{input_shape[2]} "
-                    f"images by up to that many pixels, so some crops would hold no image — "
-                    f"use at most {side - 1} (1 to 4 is usual)",
-                )
-            ]
-        )
+    problem = crop_problem(crop, *input_shape[1:]) if crop and len(input_shape) == 3 else None
+    if problem:
+        raise SpecError([spec.problem(("training", "augment", "crop"), problem)])
 
 
 def _shape_text(shape: Shape) -> str:

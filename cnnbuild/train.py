@@ -26,7 +26,7 @@ from cnnbuild.checkpoint import (
     save_run,
 )
 from cnnbuild.data import Dataset, dataset_names
-from cnnbuild.data.batches import random_crop, random_flip
+from cnnbuild.data.batches import crop_problem, random_crop, random_flip
 from cnnbuild.data.normalization import Normalization
 from cnnbuild.errors import CnnbuildError, ConfigError
 from cnnbuild.graph import Network
@@ -143,12 +143,9 @@ class Trainer:
         self.test_set = test
         self.callbacks = list(callbacks)
         self.normalization = normalization or Normalization.of(train)
-        crop, image_size = config["augment"]["crop"], max(train.image_shape[1:])
-        if crop > image_size:
-            raise ConfigError(
-                f"augment.crop {crop} pads more than the images are wide "
-                f"({' x '.join(map(str, train.image_shape[1:]))}) — use at most {image_size}"
-            )
+        problem = crop_problem(config["augment"]["crop"], *train.image_shape[1:])
+        if config["augment"]["crop"] and problem:
+            raise ConfigError(f"training.augment: {problem}")
         self.batch_size = min(config["batch_size"], len(train))
         self.steps_per_epoch = len(train) // self.batch_size
         self.optimizer: Optimizer = make_optimizer(config["optimizer"], net.params, net.roles)

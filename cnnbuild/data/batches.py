@@ -62,6 +62,18 @@ def to_float(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
     return out
 
 
+def crop_problem(padding: int, height: int, width: int) -> str | None:
+    """Why ``random_crop`` by ``padding`` makes no sense for ``height`` x ``width`` images
+    (some crops would hold no image at all), or None when it does."""
+    side = min(height, width)
+    if padding < side:
+        return None
+    return (
+        f"'crop' {padding:,} shifts the {height}×{width} images by up to that many pixels, so "
+        f"some crops would hold no image — use at most {side - 1} (1 to 4 is usual)"
+    )
+
+
 def random_crop(images: np.ndarray, padding: int, rng: np.random.Generator) -> np.ndarray:
     """Pad each image with ``padding`` zeros on every side and crop back at a random offset.
 
