@@ -111,10 +111,16 @@ def _types(schema: dict[str, Any]) -> list[str]:
     return types
 
 
+def closest(word: str, options: list[str]) -> str | None:
+    """The one of ``options`` closest to ``word`` (a likely typo of it), if any is close."""
+    close = difflib.get_close_matches(str(word), options, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def did_you_mean(word: str, options: list[str]) -> str:
     """`` — did you mean 'x'?`` for the closest of ``options``, or "" when none is close."""
-    close = difflib.get_close_matches(str(word), options, n=1, cutoff=0.6)
-    return f" — did you mean {close[0]!r}?" if close else ""
+    match = closest(word, options)
+    return f" — did you mean {match!r}?" if match else ""
 
 
 class PluginWarning(UserWarning):

@@ -7,7 +7,6 @@ Every problem is reported at once, each as
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import stat
@@ -19,7 +18,7 @@ import yaml
 
 from cnnbuild.errors import SpecError
 from cnnbuild.limits import MAX_LAYERS, MAX_SPEC_BYTES
-from cnnbuild.options import did_you_mean
+from cnnbuild.options import closest, did_you_mean
 
 MAX_NODES = 100_000  # more than any real spec; stops alias bombs ("billion laughs")
 PLAIN_TAGS = {
@@ -501,11 +500,11 @@ def _explain(error, path: Path_, closed: bool = False) -> tuple[str, bool, Path_
         # A layer without a type may be a repeat block with its `repeat` misspelt.
         meant = [missing, "repeat"] if missing == "type" and _is_item(path) else [missing]
         for target in meant:
-            close = difflib.get_close_matches(target, written, n=1, cutoff=0.6)
+            close = closest(target, written)
             if close and closed:
                 return None
             if close:
-                typo = next(key for key in value if str(key) == close[0])
+                typo = next(key for key in value if str(key) == close)
                 needed = f" ({target!r} is required)" if target == missing else ""
                 return (
                     f"unknown key {typo!r} — did you mean {target!r}?{needed}",
