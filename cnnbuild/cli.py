@@ -290,6 +290,22 @@ def predict(checkpoint, images, index, split, data_dir, top_k, show) -> None:
     click.echo(predict_report(checkpoint, images, index, split, data_dir, top_k, show))
 
 
+@main.command("spec")
+@click.argument("checkpoint", type=EXISTING_FILE)
+@click.option("-o", "--output", type=PathWithoutNul(dir_okay=False), help="Write to this file.")
+@user_errors
+def spec_(checkpoint: str, output: str | None) -> None:
+    """Write the architecture and settings saved in a checkpoint as a YAML spec."""
+    from cnnbuild.commands import spec_from_checkpoint, write_text
+
+    text = spec_from_checkpoint(checkpoint)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        write_text(output, text)
+        click.echo(f"wrote {output}", err=True)
+
+
 @main.command()
 @click.argument("run_dir", type=PathWithoutNul(exists=True, file_okay=False))
 @user_errors

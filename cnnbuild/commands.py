@@ -297,3 +297,35 @@ def _checkpoint_dataset(
             f"{error}\n(the checkpoint was trained on data in {config['data_dir']}; if it is "
             "elsewhere now, give --data-dir)"
         ) from None
+
+
+# --- spec ------------------------------------------------------------------------------------
+
+SPEC_HEADER = """\
+# yaml-language-server: $schema=cnnbuild.schema.json
+# (`cnnbuild schema > cnnbuild.schema.json` writes the schema beside this file for editors.)
+# The architecture and training settings saved in {checkpoint}, written by `cnnbuild spec`.
+"""
+
+
+def spec_from_checkpoint(checkpoint: str) -> str:
+    """The architecture and resolved training settings a checkpoint holds, as a YAML spec
+    that validates and rebuilds the same network (one layer a line, as in archs/)."""
+    _, spec = checked_run(checkpoint)
+    data = spec.data
+    head = {key: value for key, value in data.items() if key not in ("layers", "training")}
+    lines = [SPEC_HEADER.format(checkpoint=checkpoint).rstrip()]
+    lines.append(yaml.safe_dump(head, sort_keys=False, default_flow_style=None).rstrip())
+    lines.append("layers:")
+    lines += [f"  - {_flow(item)}" for item in data["layers"]]
+    training = yaml.safe_dump({"training": data["training"]}, sort_keys=False)
+    lines.append(training.rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, as a one-line error if the folder refuses."""
+    try:
+        atomic_write(Path(path), lambda file: file.write(text.encode()))
+    except OSError as error:
+        raise CnnbuildError(f"cannot write {path}: {error.strerror}") from None
