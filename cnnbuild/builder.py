@@ -49,6 +49,7 @@ class Planned:
     config: dict[str, Any]
     inputs: list[str | Planned]
     path: Path_  # where the layer stands in the file
+    blocks: tuple[str, ...] = ()  # the repetitions holding it, outermost first: ("stage1_2",)
 
 
 def load(path: str | Path, seed: int | None = None, dtype: Any = np.float32) -> Network:
@@ -270,6 +271,8 @@ def _expand(
             for repetition in range(1, item["repeat"] + 1):
                 inner = _expand(item["layers"], (*item_path, "layers"), previous, counters)
                 _rename_block(inner, f"{prefix}_{repetition}_")
+                for layer in inner:
+                    layer.blocks = (f"{prefix}_{repetition}", *layer.blocks)
                 planned.extend(inner)
                 previous = inner[-1]
             continue
@@ -462,7 +465,7 @@ def _infer_shapes(
                 shapes_so_far(nodes, input_shape, failing=(planned, input_shapes)),
             ) from None
         shapes[planned.name] = tuple(shape)
-        nodes.append(Node(layer, planned.inputs, input_shapes, tuple(shape)))
+        nodes.append(Node(layer, planned.inputs, input_shapes, tuple(shape), planned.blocks))
     return nodes
 
 

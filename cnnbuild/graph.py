@@ -43,6 +43,7 @@ class Node:
     inputs: list[str]
     input_shapes: list[Shape]
     output_shape: Shape
+    blocks: tuple[str, ...] = ()  # the repeat blocks holding it, outermost first
 
     @property
     def name(self) -> str:
