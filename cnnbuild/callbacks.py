@@ -22,10 +22,81 @@ from cnnbuild.train import Callback, Progress, Trainer
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")  # Ctrl-C; kill, timeout, Docker, SLURM; hang-up
 
 
-def standard_callbacks(run_dir: str | Path) -> list[Callback]:
+def standard_callbacks(
+    run_dir: str | Path, early_stopping: dict[str, Any] | None = None
+) -> list[Callback]:
     """What every run needs: last.npz, best.npz and history.csv in ``run_dir``, a stop when
-    training diverges, and stop signals (Ctrl-C, SIGTERM, SIGHUP) as requests to stop."""
-    return [Checkpointer(run_dir), HistoryWriter(run_dir), StopOnDivergence(), StopOnSignal()]
+    training diverges, and stop signals (Ctrl-C, SIGTERM, SIGHUP) as requests to stop; with
+    ``early_stopping`` (the resolved ``training.early_stopping``), an EarlyStopping first."""
+    early = [EarlyStopping(**early_stopping)] if early_stopping else []
+    standard = [Checkpointer(run_dir), HistoryWriter(run_dir), StopOnDivergence(), StopOnSignal()]
+    return [*early, *standard]
+
+
+class EarlyStopping(Callback):
+    """Stops the run when ``monitor`` (a history column) has not improved by more than
+    ``min_delta`` for ``patience`` epochs in a row. ``mode`` says whether lower ("min") or
+    higher ("max") is better; None infers it: min for ``*loss``, max for ``*accuracy``.
+
+    Put it before the Checkpointer, so that the last.npz of the final epoch records why the
+    run stopped (``state.stop_reason``). Its count is recomputed from the history when
+    training starts, so a resumed run stops where the run never stopped would have.
+    """
+
+    def __init__(
+        self, monitor: str, patience: int = 5, min_delta: float = 0.0, mode: str | None = None
+    ) -> None:
+        if mode is None:
+            if monitor.endswith("loss"):
+                mode = "min"
+            elif monitor.endswith("accuracy"):
+                mode = "max"
+            else:
+                raise CnnbuildError(
+                    f"training.early_stopping: give `mode: min` or `mode: max` for monitor "
+                    f"{monitor!r} (it is inferred only for *loss and *accuracy columns)"
+                )
+        self.monitor, self.patience, self.min_delta, self.mode = monitor, patience, min_delta, mode
+        self.best: float | None = None
+        self.best_epoch = 0
+        self.waited = 0
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        columns = trainer.state.history[0] if trainer.state.history else None
+        if self.monitor.startswith("val_") and getattr(trainer, "validation_set", None) is None:
+            raise CnnbuildError(
+                f"training.early_stopping: monitor {self.monitor!r} needs a validation split — "
+                "set training.validation (e.g. 0.1), or monitor test_accuracy"
+            )
+        if columns is not None and self.monitor not in columns:
+            raise CnnbuildError(f"training.early_stopping: no column {self.monitor!r} in history")
+        trainer.state.stop_reason = None
+        self.best, self.best_epoch, self.waited = None, 0, 0
+        for record in trainer.state.history:
+            self._update(record)
+
+    def _update(self, record: dict[str, float]) -> None:
+        value = record[self.monitor]
+        if self.best is None:
+            improved = True
+        elif self.mode == "max":
+            improved = value > self.best + self.min_delta
+        else:
+            improved = value < self.best - self.min_delta
+        if improved:
+            self.best, self.best_epoch, self.waited = value, int(record["epoch"]), 0
+        else:
+            self.waited += 1
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, float]) -> None:
+        self._update(record)
+        if self.waited >= self.patience and record["epoch"] < trainer.config["epochs"]:
+            reason = (
+                f"early stopping: {self.monitor} has not improved for {self.waited} epochs "
+                f"(best {self.best:.4f} at epoch {self.best_epoch}, patience {self.patience})"
+            )
+            trainer.state.stop_reason = reason
+            trainer.stop(reason)
 
 
 class HistoryWriter(Callback):
@@ -43,7 +114,8 @@ class HistoryWriter(Callback):
 
     def _write(self, history: list[dict[str, float]]) -> None:
         text = io.StringIO(newline="")
-        writer = csv.DictWriter(text, HISTORY_COLUMNS)
+        columns = list(history[0]) if history else HISTORY_COLUMNS
+        writer = csv.DictWriter(text, columns)
         writer.writeheader()
         writer.writerows(history)
         try:
@@ -57,7 +129,8 @@ class HistoryWriter(Callback):
 
 class Checkpointer(Callback):
     """Saves ``last.npz`` after every epoch and when the run stops mid-epoch, and
-    ``best.npz`` whenever the test accuracy is the best so far."""
+    ``best.npz`` whenever the validation accuracy (with a validation split; else the test
+    accuracy) is the best so far (``trainer.selection_metric``)."""
 
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
@@ -74,8 +147,9 @@ class Checkpointer(Callback):
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, float]) -> None:
-        if record["test_accuracy"] > trainer.state.best_accuracy:
-            trainer.state.best_accuracy = record["test_accuracy"]
+        metric = record[trainer.selection_metric]
+        if metric > trainer.state.best_accuracy:
+            trainer.state.best_accuracy = metric
             trainer.save(self.best)
         trainer.save(self.last)
 

@@ -17,8 +17,11 @@ holds these arrays::
 and this metadata: ``spec`` (the architecture as parsed), ``config`` (the resolved
 ``training:`` section), ``class_names``, ``epoch``, ``step`` and ``batch`` (counts done),
 ``epoch_sums`` (loss sum, correct, seen, seconds of the current epoch), ``history`` (one
-record of HISTORY_COLUMNS an epoch), ``best_accuracy`` and ``rng`` (the bit-generator
-states of the ``net`` and ``data`` generators).
+record of HISTORY_COLUMNS an epoch, followed by VALIDATION_COLUMNS in a run with a
+validation split), ``best_accuracy`` (of the column best.npz is chosen on) and ``rng`` (the
+bit-generator states of the ``net`` and ``data`` generators); since 0.2, optionally
+``overrides`` (the ``--set PATH=VALUE`` texts that made ``spec``) and ``stop_reason`` (why
+the run stopped before its last epoch, e.g. early stopping).
 
 Saving is atomic (``files.atomic_write``): a crash leaves the previous checkpoint whole. Loading
 never unpickles and turns every kind of damage into a CheckpointError naming the file.
@@ -67,6 +70,7 @@ RESERVED_KEYS = (META_KEY, VERSION_KEY, "file", "allow_pickle")
 PARAMS, BUFFERS, OPTIMIZER = "params/", "buffers/", "optimizer/"
 MEAN, STD, ORDER = "normalization/mean", "normalization/std", "run/order"
 HISTORY_COLUMNS = ["epoch", "loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds"]
+VALIDATION_COLUMNS = ["val_loss", "val_accuracy"]  # after HISTORY_COLUMNS, with a validation split
 
 
 class CheckpointError(CnnbuildError):
@@ -256,6 +260,7 @@ class RunState:
     seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
     best_accuracy: float = -1.0
+    stop_reason: str | None = None  # why the run ended before its last epoch, if it did
 
     def start_epoch(self, order: np.ndarray) -> None:
         self.order, self.batch = order, 0
@@ -275,6 +280,7 @@ class RunCheckpoint:
     normalization: Normalization
     state: RunState
     rng: dict[str, Any]  # {"net": state, "data": state} of the two bit generators
+    overrides: list[str] = field(default_factory=list)  # --set PATH=VALUE that made spec
 
 
 def save_run(path: str | os.PathLike[str], run: RunCheckpoint) -> None:
@@ -303,6 +309,8 @@ def save_run(path: str | os.PathLike[str], run: RunCheckpoint) -> None:
         "history": state.history,
         "best_accuracy": state.best_accuracy,
         "rng": run.rng,
+        "overrides": list(run.overrides),
+        "stop_reason": state.stop_reason,
     }
     save_checkpoint(path, arrays, meta)
 
@@ -330,6 +338,7 @@ def read_run(path: str | os.PathLike[str]) -> RunCheckpoint:
         normalization=_normalization(arrays, path),
         state=_run_state(meta, arrays.get(ORDER), path),
         rng=meta.get("rng"),
+        overrides=[str(text) for text in meta.get("overrides") or []],
     )
 
 
@@ -420,15 +429,22 @@ def _run_state(
         raise _damaged(path, f"'epoch', 'step' and 'batch' should be counts, found {counts}")
     epoch, step, batch = counts
     history, sums, best = meta.get("history"), meta.get("epoch_sums"), meta.get("best_accuracy")
+    columns = [HISTORY_COLUMNS, [*HISTORY_COLUMNS, *VALIDATION_COLUMNS]]
     if not (
         isinstance(history, list)
         and len(history) == epoch
-        and all(isinstance(row, dict) and list(row) == HISTORY_COLUMNS for row in history)
+        and all(isinstance(row, dict) for row in history)
+        and any(all(list(row) == names for row in history) for names in columns)
         and all(_is_number(value) for row in history for value in row.values())
     ):
         raise _damaged(
-            path, f"'history' should hold one record of {', '.join(HISTORY_COLUMNS)} an epoch"
+            path,
+            f"'history' should hold one record of {', '.join(HISTORY_COLUMNS)} (and "
+            f"{', '.join(VALIDATION_COLUMNS)} with a validation split) an epoch",
         )
+    reason = meta.get("stop_reason")
+    if reason is not None and not isinstance(reason, str):
+        raise _damaged(path, "'stop_reason' should be text or null")
     if not (isinstance(sums, list) and len(sums) == 4 and all(map(_is_number, [*sums, best]))):
         raise _damaged(path, "'epoch_sums' should be 4 numbers and 'best_accuracy' a number")
     try:
@@ -440,7 +456,7 @@ def _run_state(
         ) from None
     loss_sum, correct, seen, seconds = sums
     return RunState(
-        epoch, step, batch, order, loss_sum, int(correct), int(seen), seconds, history, best
+        epoch, step, batch, order, loss_sum, int(correct), int(seen), seconds, history, best, reason
     )
 
 

@@ -97,6 +97,18 @@ class FiniteFloat(click.FloatRange):
         return number
 
 
+def set_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--set PATH=VALUE`` (repeatable): change a value of the spec before it is checked."""
+    return click.option(
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="PATH=VALUE",
+        help="Change a value of the spec before it is checked, e.g. training.optimizer.lr=0.003 "
+        "or layers.conv1.filters=8 (VALUE is YAML; repeatable).",
+    )(command)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="cnnbuild")
 def main() -> None:
@@ -121,14 +133,15 @@ def main() -> None:
     show_default=True,
     help="Output format.",
 )
+@set_option
 @user_errors
-def summary(spec_file: str, batch_size: int, fmt: str) -> None:
+def summary(spec_file: str, batch_size: int, fmt: str, overrides: tuple[str, ...]) -> None:
     """Show each layer's output shape, parameters and cost."""
     from cnnbuild.builder import plan
-    from cnnbuild.specfile import read_spec
+    from cnnbuild.overrides import read_spec
     from cnnbuild.summary import render, summarize
 
-    click.echo(render(summarize(plan(read_spec(spec_file)), batch_size), fmt))
+    click.echo(render(summarize(plan(read_spec(spec_file, overrides)), batch_size), fmt))
 
 
 @main.command("time")
@@ -148,31 +161,33 @@ def summary(spec_file: str, batch_size: int, fmt: str) -> None:
     type=click.IntRange(1),
     help="Training steps to time (after two warm-up steps).",
 )
+@set_option
 @user_errors
-def time_(spec_file: str, batch_size: int, steps: int) -> None:
+def time_(spec_file: str, batch_size: int, steps: int, overrides: tuple[str, ...]) -> None:
     """Time each layer's forward and backward pass in training."""
     from cnnbuild.builder import allocate, plan
-    from cnnbuild.specfile import read_spec
+    from cnnbuild.overrides import read_spec
     from cnnbuild.timing import check_step_memory, render, time_step
 
-    net = plan(read_spec(spec_file))
+    net = plan(read_spec(spec_file, overrides))
     check_step_memory(net, batch_size)  # before the weights, too, are allocated
     click.echo(render(time_step(allocate(net), batch_size, steps)))
 
 
 @main.command()
 @click.argument("spec_files", nargs=-1, required=True, type=EXISTING_FILE)
-def validate(spec_files: tuple[str, ...]) -> None:
+@set_option
+def validate(spec_files: tuple[str, ...], overrides: tuple[str, ...]) -> None:
     """Check architecture files: schema and shapes."""
     from cnnbuild.builder import plan
     from cnnbuild.errors import CnnbuildError
     from cnnbuild.limits import parameter_values
-    from cnnbuild.specfile import read_spec
+    from cnnbuild.overrides import read_spec
 
     failed = 0
     for path in spec_files:
         try:
-            net = plan(read_spec(path))  # shapes and limits; no weights are allocated
+            net = plan(read_spec(path, overrides))  # shapes and limits; no weights are allocated
         except CnnbuildError as error:
             failed += 1
             click.echo(str(error), err=True)
@@ -210,12 +225,14 @@ def schema() -> None:
     "history  [default: runs/<name>, or runs/<name>-2, ... if taken]",
 )
 @click.option("--resume", type=EXISTING_FILE, help="Checkpoint (last.npz) to continue from.")
+@set_option
 @user_errors
-def train(spec_file: str, epochs, batch_size, lr, seed, data_dir, out, resume) -> None:
+def train(spec_file: str, epochs, batch_size, lr, seed, data_dir, out, resume, overrides) -> None:
     """Train a network; print loss and accuracy per epoch.
 
     The spec's `training:` section gives the defaults; options override them. Each epoch
-    writes last.npz, best.npz (by test accuracy) and history.csv to the run folder.
+    writes last.npz, best.npz (by validation accuracy with a `training.validation` split,
+    else by test accuracy) and history.csv to the run folder.
     Ctrl-C, SIGTERM and SIGHUP save last.npz and exit with status 130, 143 and 129.
     """
     from cnnbuild.commands import train_from_cli
@@ -230,6 +247,7 @@ def train(spec_file: str, epochs, batch_size, lr, seed, data_dir, out, resume) -
             data_dir=data_dir,
             out=out,
             resume=resume,
+            overrides=overrides,
         )
     )
 
@@ -288,6 +306,65 @@ def predict(checkpoint, images, index, split, data_dir, top_k, show) -> None:
     if not images and not index:
         raise click.UsageError("give image files, or --index N for a dataset image")
     click.echo(predict_report(checkpoint, images, index, split, data_dir, top_k, show))
+
+
+@main.command()
+@click.argument("checkpoint", type=EXISTING_FILE)
+@click.option(
+    "-o",
+    "--output",
+    type=PathWithoutNul(dir_okay=False),
+    help="ONNX file to write, overwritten if it exists  [default: CHECKPOINT with .onnx]",
+)
+@click.option(
+    "--opset",
+    type=click.IntRange(13),
+    default=17,
+    show_default=True,
+    help="ONNX operator set version.",
+)
+@click.option(
+    "--check", is_flag=True, help="Compare onnxruntime with cnnbuild on up to 1,000 test images."
+)
+@user_errors
+def export(checkpoint: str, output: str | None, opset: int, check: bool) -> None:
+    """Write a trained network as an ONNX model (needs cnnbuild[onnx]).
+
+    The model takes float32 `images` (N, C, H, W) with pixel values 0..255 and returns
+    `probabilities` (N, classes). --check exits with status 1 when they differ.
+    """
+    from cnnbuild.export import check_export, export_checkpoint
+
+    path = export_checkpoint(checkpoint, output, opset)
+    click.echo(f"wrote {path}")
+    if check:
+        report, passed = check_export(checkpoint, path)
+        click.echo(report)
+        if not passed:
+            sys.exit(1)
+
+
+@main.command()
+@click.argument("source", type=EXISTING_FILE)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["dot", "mermaid", "svg", "png"]),
+    default="dot",
+    show_default=True,
+    help="dot and mermaid are text; svg and png are rendered by Graphviz.",
+)
+@click.option("-o", "--output", type=PathWithoutNul(dir_okay=False), help="Write to this file.")
+@user_errors
+def diagram(source: str, fmt: str, output: str | None) -> None:
+    """Draw the architecture of a spec file or a checkpoint (SOURCE)."""
+    from cnnbuild.commands import draw
+
+    text = draw(source, fmt, output)
+    if text is None:
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
 
 
 @main.command("spec")

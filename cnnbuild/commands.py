@@ -12,7 +12,13 @@ import numpy as np
 import yaml
 
 from cnnbuild.builder import allocate, plan
-from cnnbuild.callbacks import Checkpointer, HistoryWriter, StopOnDivergence, StopOnSignal
+from cnnbuild.callbacks import (
+    Checkpointer,
+    EarlyStopping,
+    HistoryWriter,
+    StopOnDivergence,
+    StopOnSignal,
+)
 from cnnbuild.checkpoint import RunCheckpoint
 from cnnbuild.console import ConsoleProgress, confusion_table
 from cnnbuild.data import DataError, Dataset, load_dataset, load_image_file
@@ -21,18 +27,27 @@ from cnnbuild.files import atomic_write
 from cnnbuild.inference import checked_run, confusion_matrix, load_trained
 from cnnbuild.limits import check_memory, training_memory
 from cnnbuild.optim import optimizer_slots
+from cnnbuild.overrides import read_spec as read_spec_with
 from cnnbuild.runfolder import claimed
 from cnnbuild.specfile import read_spec
 from cnnbuild.train import Trainer, TrainingFailed, resolve_config
 
 
-def train_from_cli(spec_file: str, *, out: str | None, resume: str | None, **flags: Any) -> int:
+def train_from_cli(
+    spec_file: str,
+    *,
+    out: str | None,
+    resume: str | None,
+    overrides: tuple[str, ...] = (),
+    **flags: Any,
+) -> int:
     """Run `cnnbuild train`; returns the exit status (128 + the signal's number when a
-    signal stopped it)."""
-    spec = read_spec(spec_file)
+    signal stopped it). ``overrides`` are ``--set PATH=VALUE`` texts."""
+    spec = read_spec_with(spec_file, overrides)
     if resume:
         run, _ = checked_run(resume)
         _check_same_network(spec.data, run.spec, spec_file, resume)
+        flags = _resume_overrides(spec, flags)
         config = _resumed_config(run, resume, flags)
     else:
         config = resolve_config(spec.data.get("training", {}), **flags)
@@ -47,18 +62,35 @@ def train_from_cli(spec_file: str, *, out: str | None, resume: str | None, **fla
     train_set = _dataset(config, "train", net)
     test_set = _dataset(config, "test", net)
     with claimed(net.name, out, resume) as run_dir:
-        record = {"spec": str(spec_file), "training": config}
+        network = {key: value for key, value in spec.data.items() if key != "training"}
+        record = {
+            "spec": str(spec_file),
+            "overrides": list(spec.overrides),
+            "training": config,
+            "network": network,  # the architecture trained: the file with the overrides
+        }
         text = yaml.safe_dump(record, sort_keys=False, allow_unicode=True).encode()
         atomic_write(run_dir / "config.yaml", lambda file: file.write(text))
         checkpoints, signals = Checkpointer(run_dir), StopOnSignal()
         callbacks = [checkpoints, HistoryWriter(run_dir), StopOnDivergence(), signals]
+        if config["early_stopping"]:
+            # first: the last.npz of the stopping epoch then records why it stopped
+            callbacks.insert(0, EarlyStopping(**config["early_stopping"]))
         trainer = Trainer(net, config, train_set, test_set, [*callbacks, ConsoleProgress()])
+        trainer.overrides = list(spec.overrides)
         if resume:
             trainer.restore(resume)
+        held_out = trainer.validation_set
+        sizes = f"{len(trainer.train_set):,} training, " + (
+            f"{len(held_out):,} validation " if held_out is not None else ""
+        )
+        selected = (
+            "validation accuracy" if held_out is not None else "test accuracy (no validation split)"
+        )
         click.echo(
-            f"training {net.name} on {config['dataset']}: {len(train_set):,} training and "
-            f"{len(test_set):,} test images, {trainer.steps_per_epoch} steps per epoch; "
-            f"run folder {run_dir}",
+            f"training {net.name} on {config['dataset']}: {sizes}and {len(test_set):,} test "
+            f"images, {trainer.steps_per_epoch} steps per epoch; run folder {run_dir}; "
+            f"best.npz is selected on {selected}",
             err=True,
         )
         try:
@@ -76,13 +108,40 @@ def train_from_cli(spec_file: str, *, out: str | None, resume: str | None, **fla
             )
             return 128 + signals.received
     _draw_curves(run_dir)
-    best = max(history, key=lambda record: record["test_accuracy"])
+    metric = trainer.selection_metric
+    best = max(history, key=lambda record: record[metric])
+    measured = "validation" if metric == "val_accuracy" else "test"
+    also = f" (test accuracy {best['test_accuracy']:.4f})" if metric == "val_accuracy" else ""
     click.echo(
-        f"best test accuracy {best['test_accuracy']:.4f} at epoch {best['epoch']}; "
+        f"best {measured} accuracy {best[metric]:.4f} at epoch {best['epoch']}{also}; "
         f"saved {run_dir / 'best.npz'} and {run_dir / 'last.npz'}",
         err=True,
     )
+    if trainer.state.stop_reason:
+        click.echo(
+            f"stopped after epoch {trainer.state.epoch} of {config['epochs']}: "
+            f"{trainer.state.stop_reason}",
+            err=True,
+        )
     return 0
+
+
+def _resume_overrides(spec: Any, flags: dict[str, Any]) -> dict[str, Any]:
+    """On resume, `--set training.epochs` and `training.data_dir` act as --epochs and
+    --data-dir; other training settings are the checkpoint's and cannot change."""
+    flags = dict(flags)
+    for path, flag in spec.overridden.items():
+        if path[:1] != ("training",):
+            continue
+        key = path[1] if len(path) > 1 else None
+        if key not in ("epochs", "data_dir"):
+            raise click.UsageError(
+                f"{flag} cannot change when resuming: the run continues with the settings "
+                "saved in the checkpoint (only training.epochs and training.data_dir may)"
+            )
+        if flags.get(key) is None:
+            flags[key] = spec.data["training"][key]
+    return flags
 
 
 def _check_same_network(
@@ -323,9 +382,28 @@ def spec_from_checkpoint(checkpoint: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_text(path: str, text: str) -> None:
+def write_text(path: str, text: str | bytes) -> None:
     """Write ``text`` to ``path`` atomically, as a one-line error if the folder refuses."""
+    data = text if isinstance(text, bytes) else text.encode()
     try:
-        atomic_write(Path(path), lambda file: file.write(text.encode()))
+        atomic_write(Path(path), lambda file: file.write(data))
     except OSError as error:
         raise CnnbuildError(f"cannot write {path}: {error.strerror}") from None
+
+
+# --- diagram ---------------------------------------------------------------------------------
+
+
+def draw(source: str, fmt: str, output: str | None) -> str | None:
+    """The diagram of a spec file or a checkpoint's network in ``fmt``; written to
+    ``output`` when given (then None), else returned as text (png needs ``output``)."""
+    from cnnbuild.diagram import diagram
+
+    spec = checked_run(source)[1] if source.endswith(".npz") else read_spec(source)
+    drawn = diagram(plan(spec), fmt)
+    if output is None:
+        if isinstance(drawn, bytes) and fmt == "png":
+            raise CnnbuildError("--format png writes a binary file: give -o FILE.png")
+        return drawn.decode() if isinstance(drawn, bytes) else drawn
+    write_text(output, drawn)
+    return None

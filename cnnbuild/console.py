@@ -11,6 +11,11 @@ import numpy as np
 from cnnbuild.train import Callback, Progress, Trainer
 
 EPOCH_HEADER = f"{'epoch':>5}  {'loss':>8}  {'train acc':>9}  {'test acc':>8}  {'time':>7}"
+# with a validation split: its loss and accuracy after the test column
+VALIDATION_HEADER = (
+    f"{'epoch':>5}  {'loss':>8}  {'train acc':>9}  {'test acc':>8}  {'val loss':>8}  "
+    f"{'val acc':>7}  {'time':>7}"
+)
 
 
 class ConsoleProgress(Callback):
@@ -34,13 +39,15 @@ class ConsoleProgress(Callback):
     def bar(self) -> TextIO:
         return self._bar or sys.stderr
 
-    def _header(self) -> None:
+    def _header(self, trainer: Trainer) -> None:
         if not self._header_shown:
-            print(EPOCH_HEADER, file=self.table, flush=True)
+            validated = getattr(trainer, "validation_set", None) is not None
+            header = VALIDATION_HEADER if validated else EPOCH_HEADER
+            print(header, file=self.table, flush=True)
             self._header_shown = True
 
     def on_batch_end(self, trainer: Trainer, progress: Progress) -> None:
-        self._header()
+        self._header(trainer)
         now = time.monotonic()
         if not self.bar.isatty() or (now - self._drawn < 0.1 and progress.batch < progress.batches):
             return
@@ -57,7 +64,7 @@ class ConsoleProgress(Callback):
         self.bar.flush()
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, float]) -> None:
-        self._header()
+        self._header(trainer)
         if self.bar.isatty():
             self.bar.write("\r\x1b[K")
             self.bar.flush()
@@ -65,10 +72,14 @@ class ConsoleProgress(Callback):
 
 
 def epoch_line(record: dict[str, float]) -> str:
-    """The report's columns: epoch, mean loss, train accuracy, test accuracy; and time."""
+    """The report's columns: epoch, mean loss, train accuracy, test accuracy; validation
+    loss and accuracy when the record has them; and time."""
+    validation = ""
+    if "val_accuracy" in record:
+        validation = f"{record['val_loss']:>8.4f}  {record['val_accuracy']:>7.4f}  "
     return (
         f"{record['epoch']:>5}  {record['loss']:>8.4f}  {record['train_accuracy']:>9.4f}  "
-        f"{record['test_accuracy']:>8.4f}  {_duration(record['seconds']):>7}"
+        f"{record['test_accuracy']:>8.4f}  {validation}{_duration(record['seconds']):>7}"
     )
 
 

@@ -9,7 +9,8 @@ from cnnbuild.errors import CnnbuildError
 
 
 def plot_history(run_dir: str | Path) -> Path:
-    """Draw loss and accuracy per epoch, train and test, to ``run_dir/curves.png``."""
+    """Draw loss and accuracy per epoch, train and test (and validation, when the run has
+    a validation split), to ``run_dir/curves.png``."""
     run_dir = Path(run_dir)
     history_file = run_dir / "history.csv"
     try:
@@ -38,6 +39,9 @@ def plot_history(run_dir: str | Path) -> Path:
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4))
     loss_axes.plot(epochs, series.get("loss", []), "o-", label="train")
     loss_axes.plot(epochs, series.get("test_loss", []), "o-", label="test")
+    if "val_loss" in series:  # a run with a validation split
+        loss_axes.plot(epochs, series["val_loss"], "o-", label="validation")
+        accuracy_axes.plot(epochs, series["val_accuracy"], "o-", label="validation")
     loss_axes.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     accuracy_axes.plot(epochs, series.get("train_accuracy", []), "o-", label="train")
     accuracy_axes.plot(epochs, series.get("test_accuracy", []), "o-", label="test")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,18 @@ class Spec:
     source: str = "<spec>"
     marks: dict[Path_, Mark] = field(default_factory=dict)
     key_marks: dict[Path_, Mark] = field(default_factory=dict)
+    # values set or created by `--set PATH=VALUE`: data path -> "--set PATH"
+    overridden: dict[Path_, str] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)  # the PATH=VALUE texts, in order
+
+    def override_at(self, path: Path_) -> str | None:
+        """``--set PATH`` when ``path`` or a mapping holding it was set by an override."""
+        while True:
+            if path in self.overridden:
+                return self.overridden[path]
+            if not path:
+                return None
+            path = path[:-1]
 
     def mark(self, path: Path_, at_key: bool = False) -> Mark:
         """The position of ``path`` (or of its key), falling back to the nearest parent."""
@@ -59,7 +72,8 @@ class Spec:
         """``FILE:LINE:COL: layers[3] 'conv2' (conv)``: the prefix of every message."""
         mark = self.mark(path, at_key)
         context = describe_path(self.data, path)
-        prefix = f"{self.source}:{mark.line}:{mark.column}:"
+        prefix = self.override_at(path)
+        prefix = f"{prefix}:" if prefix else f"{self.source}:{mark.line}:{mark.column}:"
         return f"{prefix} {context}" if context else prefix
 
     def problem(self, path: Path_, message: str, at_key: bool = False) -> str:
@@ -103,8 +117,10 @@ def _child(node: Any, step: str | int) -> Any:
 # --- reading YAML --------------------------------------------------------------------------
 
 
-def read_spec(path: str | Path) -> Spec:
-    """Read and check ``path``; raises SpecError listing every problem found.
+def read_spec(path: str | Path, edit: Callable[[Spec], None] | None = None) -> Spec:
+    """Read and check ``path``, calling ``edit`` on the parsed spec before the checks
+    (``cnnbuild.overrides.read_spec`` applies ``--set`` with it); raises SpecError listing
+    every problem found.
 
     Reads at most MAX_SPEC_BYTES + 1 bytes, and only from a regular file: a FIFO, a device
     (``/dev/zero``) or a directory is refused before a byte is read.
@@ -115,7 +131,7 @@ def read_spec(path: str | Path) -> Spec:
     except OSError as error:
         reason = error.strerror or str(error)
         raise SpecError([f"{path}: cannot read the file: {reason}"]) from None
-    return parse_spec(raw, str(path))
+    return parse_spec(raw, str(path), edit)
 
 
 def _read_bounded(path: Path) -> bytes:
@@ -170,11 +186,17 @@ def _too_large(source: str) -> str:
     )
 
 
-def parse_spec(raw: bytes | str, source: str = "<spec>") -> Spec:
-    """Parse YAML text (safe: no tags run), record positions, validate against the schema."""
+def parse_spec(
+    raw: bytes | str, source: str = "<spec>", edit: Callable[[Spec], None] | None = None
+) -> Spec:
+    """Parse YAML text (safe: no tags run), record positions, call ``edit`` on the spec
+    (such as ``--set`` overrides), validate against the schema."""
     if len(raw) > MAX_SPEC_BYTES:
         raise SpecError([_too_large(source)])
-    return _checked(_load_yaml(_decode(raw, source), source))
+    spec = _load_yaml(_decode(raw, source), source)
+    if edit is not None:
+        edit(spec)
+    return _checked(spec)
 
 
 def spec_from_data(data: dict[str, Any], source: str) -> Spec:

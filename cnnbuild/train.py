@@ -9,6 +9,7 @@ Everything a run needs to continue bit for bit is in the trainer's ``checkpoint(
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from cnnbuild.checkpoint import (
+    HISTORY_COLUMNS,
+    VALIDATION_COLUMNS,
     RunCheckpoint,
     RunState,
     check_resumable,
@@ -32,7 +35,7 @@ from cnnbuild.errors import CnnbuildError, ConfigError
 from cnnbuild.graph import Network
 from cnnbuild.layers.output import cross_entropy
 from cnnbuild.optim import Optimizer, make_optimizer
-from cnnbuild.options import Option, boolean, choice, defaults, integer, section
+from cnnbuild.options import Option, boolean, choice, defaults, integer, number, section
 from cnnbuild.schedules import Schedule, make_schedule
 
 AUGMENT: dict[str, Option] = {
@@ -41,6 +44,30 @@ AUGMENT: dict[str, Option] = {
     ),
     "flip": boolean("Flip images left-right with probability 0.5.", False),
 }
+
+HISTORY_KEYS = [*HISTORY_COLUMNS, *VALIDATION_COLUMNS]
+
+EARLY_STOPPING: dict[str, Option] = {
+    "monitor": choice(
+        HISTORY_KEYS, "The history column to watch, such as val_accuracy or val_loss."
+    ),
+    "patience": integer(1, "Epochs in a row without improvement before stopping.", 5),
+    "min_delta": number("How much a change must exceed to count as improvement.", 0, minimum=0),
+    "mode": Option(
+        {"enum": ["min", "max", None]},
+        "Whether lower (min) or higher (max) is better; null: min for *loss, max for "
+        "*accuracy (required for other columns).",
+        None,
+    ),
+}
+
+
+def _nullable_section(options: dict[str, Option], description: str) -> Option:
+    """A ``section`` that may also be null, its default (off)."""
+    schema = section(options, description).schema
+    required = [key for key, option in options.items() if option.required]
+    return Option({**schema, "type": ["object", "null"], "required": required}, description, None)
+
 
 TRAINING: dict[str, Option] = {
     "dataset": choice(dataset_names(), "Dataset to train on.", "mnist"),
@@ -61,6 +88,24 @@ TRAINING: dict[str, Option] = {
         {"$ref": "#/$defs/schedule"}, "How the learning rate changes.", {"type": "constant"}
     ),
     "augment": section(AUGMENT, "Random augmentation of training images."),
+    "validation": Option(
+        {
+            "anyOf": [
+                {"type": "null"},
+                {"type": "integer", "minimum": 1},
+                {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+            ]
+        },
+        "Images held out of the training set to validate on: a count (an integer >= 1) or a "
+        "fraction (0 < f < 1), stratified by class and fixed by the seed; best.npz and early "
+        "stopping then select on it. null: none.",
+        None,
+    ),
+    "early_stopping": _nullable_section(
+        EARLY_STOPPING,
+        "Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs "
+        "in a row; null: never.",
+    ),
 }
 
 
@@ -71,9 +116,46 @@ def resolve_config(training: dict[str, Any], **overrides: Any) -> dict[str, Any]
     config = defaults(TRAINING) | copy.deepcopy(training)
     config |= {key: value for key, value in overrides.items() if value is not None}
     config["augment"] = defaults(AUGMENT) | config["augment"]
+    if config["early_stopping"] is not None:
+        config["early_stopping"] = defaults(EARLY_STOPPING) | config["early_stopping"]
     if lr is not None:
         config["optimizer"] = {**config["optimizer"], "lr": lr}
     return config
+
+
+def split_validation(
+    dataset: Dataset, validation: int | float | None, seed: int
+) -> tuple[Dataset, Dataset | None]:
+    """(the images to train on, the held-out validation images): ``validation`` images (a
+    count, or a fraction of ``dataset``), the same share of every class, chosen by ``seed``
+    alone, so a resumed run holds out the same ones. Both keep the dataset's order."""
+    if validation is None:
+        return dataset, None
+    total = len(dataset)
+    count = int(validation) if validation >= 1 else round(validation * total)
+    if not 1 <= count < total:
+        raise ConfigError(
+            f"training.validation: {validation!r} holds out {count:,} of the {total:,} training "
+            f"images — give a count from 1 to {total - 1:,}, or a fraction between 0 and 1"
+        )
+    classes, sizes = np.unique(dataset.labels, return_counts=True)
+    exact = sizes * count / total
+    take = np.floor(exact).astype(int)
+    remainder = count - int(take.sum())
+    order = np.argsort(-(exact - take), kind="stable")  # largest fractions first
+    take[order[:remainder]] += 1
+    rng = np.random.default_rng([seed, 2])
+    held: list[np.ndarray] = []
+    for label, size in zip(classes, take, strict=True):
+        members = np.flatnonzero(dataset.labels == label)
+        held.append(rng.permutation(members)[:size])
+    mask = np.zeros(total, dtype=bool)
+    mask[np.concatenate(held)] = True
+    return _subset(dataset, ~mask), _subset(dataset, mask)
+
+
+def _subset(dataset: Dataset, mask: np.ndarray) -> Dataset:
+    return dataclasses.replace(dataset, images=dataset.images[mask], labels=dataset.labels[mask])
 
 
 class TrainingFailed(CnnbuildError):
@@ -125,7 +207,9 @@ class Trainer:
     """Trains ``net`` on ``train`` for ``config["epochs"]``, evaluating on ``test``.
 
     ``config`` is the resolved ``training:`` section (see ``resolve_config``); callbacks
-    are called in order (see ``Callback``).
+    are called in order (see ``Callback``). With ``config["validation"]``, that many
+    images of ``train`` are held out (``split_validation``): ``train_set`` is the rest and
+    ``validation_set`` them, evaluated every epoch as ``val_loss`` and ``val_accuracy``.
     """
 
     def __init__(
@@ -139,6 +223,9 @@ class Trainer:
     ) -> None:
         self.net = net
         self.config = config
+        train, self.validation_set = split_validation(
+            train, config.get("validation"), config["seed"]
+        )
         self.train_set = train
         self.test_set = test
         self.callbacks = list(callbacks)
@@ -157,6 +244,7 @@ class Trainer:
         self.batch_inputs: np.ndarray | None = None  # the last step's network input
         self.stop_reason: str | None = None
         self.failed = False
+        self.overrides: list[str] = []  # the --set PATH=VALUE that made net.spec, recorded
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -182,6 +270,11 @@ class Trainer:
         if self.failed:
             raise TrainingFailed(self.stop_reason)
         return self.state.history
+
+    @property
+    def selection_metric(self) -> str:
+        """The column best.npz is chosen on: val_accuracy with a validation split."""
+        return "val_accuracy" if self.validation_set is not None else "test_accuracy"
 
     def stop(self, reason: str, failed: bool = False) -> None:
         """End training after the current step; ``fit`` then returns, or raises
@@ -260,6 +353,8 @@ class Trainer:
             "lr": self.optimizer.lr,
             "seconds": state.seconds,
         }
+        if self.validation_set is not None:
+            record["val_loss"], record["val_accuracy"] = self.evaluate(self.validation_set)
         state.history.append(record)
         state.order, state.batch = None, 0
         self._call("on_epoch_end", record)
@@ -286,6 +381,7 @@ class Trainer:
                 "net": self.net.rng.bit_generator.state,
                 "data": self.data_rng.bit_generator.state,
             },
+            overrides=list(self.overrides),
         )
 
     def save(self, path: str | Path) -> Path:

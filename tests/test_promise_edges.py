@@ -136,7 +136,7 @@ def test_runs_started_together_each_get_their_own_folder(
     for process in running:
         _, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr
-        folders.append(stderr.split("run folder ")[1].split()[0])
+        folders.append(stderr.split("run folder ")[1].split()[0].rstrip(";"))
     assert len(set(folders)) == processes, folders
     for folder in folders:
         run = read_run(workdir / folder / "last.npz")
