@@ -355,12 +355,13 @@ def export(checkpoint: str, output: str | None, opset: int, check: bool) -> None
     help="dot and mermaid are text; svg and png are rendered by Graphviz.",
 )
 @click.option("-o", "--output", type=PathWithoutNul(dir_okay=False), help="Write to this file.")
+@set_option
 @user_errors
-def diagram(source: str, fmt: str, output: str | None) -> None:
+def diagram(source: str, fmt: str, output: str | None, overrides: tuple[str, ...]) -> None:
     """Draw the architecture of a spec file or a checkpoint (SOURCE)."""
     from cnnbuild.commands import draw
 
-    text = draw(source, fmt, output)
+    text = draw(source, fmt, output, overrides)
     if text is None:
         click.echo(f"wrote {output}", err=True)
     else:

@@ -27,9 +27,8 @@ from cnnbuild.files import atomic_write
 from cnnbuild.inference import checked_run, confusion_matrix, load_trained
 from cnnbuild.limits import check_memory, training_memory
 from cnnbuild.optim import optimizer_slots
-from cnnbuild.overrides import read_spec as read_spec_with
+from cnnbuild.overrides import read_spec
 from cnnbuild.runfolder import claimed
-from cnnbuild.specfile import read_spec
 from cnnbuild.train import Trainer, TrainingFailed, resolve_config
 
 
@@ -43,7 +42,7 @@ def train_from_cli(
 ) -> int:
     """Run `cnnbuild train`; returns the exit status (128 + the signal's number when a
     signal stopped it). ``overrides`` are ``--set PATH=VALUE`` texts."""
-    spec = read_spec_with(spec_file, overrides)
+    spec = read_spec(spec_file, overrides)
     if resume:
         run, _ = checked_run(resume)
         _check_same_network(spec.data, run.spec, spec_file, resume)
@@ -394,12 +393,20 @@ def write_text(path: str, text: str | bytes) -> None:
 # --- diagram ---------------------------------------------------------------------------------
 
 
-def draw(source: str, fmt: str, output: str | None) -> str | None:
-    """The diagram of a spec file or a checkpoint's network in ``fmt``; written to
-    ``output`` when given (then None), else returned as text (png needs ``output``)."""
+def draw(
+    source: str, fmt: str, output: str | None, overrides: tuple[str, ...] = ()
+) -> str | None:
+    """The diagram of a spec file (with ``overrides``) or a checkpoint's network in ``fmt``;
+    written to ``output`` when given (then None), else returned as text (png needs
+    ``output``)."""
     from cnnbuild.diagram import diagram
 
-    spec = checked_run(source)[1] if source.endswith(".npz") else read_spec(source)
+    if source.endswith(".npz"):
+        if overrides:
+            raise click.UsageError("--set changes spec files; SOURCE is a checkpoint")
+        spec = checked_run(source)[1]
+    else:
+        spec = read_spec(source, overrides)
     drawn = diagram(plan(spec), fmt)
     if output is None:
         if isinstance(drawn, bytes) and fmt == "png":

@@ -85,3 +85,9 @@ def test_the_readme_shows_the_mermaid_diagram_cnnbuild_draws_today():
     readme = (ARCHS[0].parent.parent / "README.md").read_text()
     block = readme.split("```mermaid\n")[1].split("```")[0]
     assert block == to_mermaid(plan(read_spec(ARCHS[0].parent / "mnist.yaml")))
+
+
+def test_overrides_apply_to_the_drawing_as_to_the_summary():
+    args = ["diagram", str(ARCHS[0].parent / "mnist.yaml"), "--set", "conv1.filters=8"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0 and "(8, 28, 28) · 80 params" in result.output
