@@ -393,9 +393,7 @@ def write_text(path: str, text: str | bytes) -> None:
 # --- diagram ---------------------------------------------------------------------------------
 
 
-def draw(
-    source: str, fmt: str, output: str | None, overrides: tuple[str, ...] = ()
-) -> str | None:
+def draw(source: str, fmt: str, output: str | None, overrides: tuple[str, ...] = ()) -> str | None:
     """The diagram of a spec file (with ``overrides``) or a checkpoint's network in ``fmt``;
     written to ``output`` when given (then None), else returned as text (png needs
     ``output``)."""
