@@ -92,7 +92,8 @@ class EarlyStopping(Callback):
         self._update(record)
         if self.waited >= self.patience and record["epoch"] < trainer.config["epochs"]:
             reason = (
-                f"early stopping: {self.monitor} has not improved for {self.waited} epochs "
+                f"early stopping: {self.monitor} has not improved for {self.waited} "
+                f"epoch{'s' if self.waited != 1 else ''} "
                 f"(best {self.best:.4f} at epoch {self.best_epoch}, patience {self.patience})"
             )
             trainer.state.stop_reason = reason
