@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,10 +50,8 @@ class _Graph:
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
 
-    def constant(self, name: str, value: np.ndarray) -> str:
-        self.initializers.append(
-            self.onnx.numpy_helper.from_array(np.asarray(value, np.float32), name)
-        )
+    def constant(self, name: str, value: np.ndarray, dtype: type = np.float32) -> str:
+        self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(value, dtype), name))
         return name
 
     def op(self, op_type: str, inputs: list[str], output: str, **attributes: Any) -> str:
@@ -70,24 +69,44 @@ def _simple(op_type: str, **attributes: Any) -> Exporter:
 
 def _conv(g: _Graph, node: Node, xs: list[str], out: str) -> str:
     layer = node.layer
-    k, s, p = layer.config["kernel"], layer.config["stride"], layer.pad
     inputs = [xs[0], g.constant(f"{layer.name}.W", layer.params["W"])]
     if layer.config["bias"]:
         inputs.append(g.constant(f"{layer.name}.b", layer.params["b"]))
-    return g.op("Conv", inputs, out, kernel_shape=[k, k], strides=[s, s], pads=[p] * 4)
+    return g.op(
+        "Conv",
+        inputs,
+        out,
+        kernel_shape=list(layer.kernel),
+        strides=list(layer.stride),
+        pads=[*layer.padding, *layer.padding],  # top, left, bottom, right
+        dilations=list(layer.dilation),
+        group=layer.groups,
+    )
 
 
-def _pool(op_type: str) -> Exporter:
+def _pool(op_type: str, **attributes: Any) -> Exporter:
     def export(g: _Graph, node: Node, xs: list[str], out: str) -> str:
-        size, stride = node.layer.size, node.layer.stride
-        return g.op(op_type, xs, out, kernel_shape=[size] * 2, strides=[stride] * 2, ceil_mode=0)
+        layer = node.layer
+        return g.op(
+            op_type,
+            xs,
+            out,
+            kernel_shape=list(layer.kernel),
+            strides=list(layer.stride),
+            pads=[*layer.padding, *layer.padding],
+            ceil_mode=0,
+            **attributes,
+        )
 
     return export
 
 
-def _global_avgpool(g: _Graph, node: Node, xs: list[str], out: str) -> str:
-    pooled = g.op("GlobalAveragePool", xs, f"{node.name}.pooled")
-    return g.op("Flatten", [pooled], out, axis=1)
+def _global_pool(op_type: str) -> Exporter:
+    def export(g: _Graph, node: Node, xs: list[str], out: str) -> str:
+        pooled = g.op(op_type, xs, f"{node.name}.pooled")
+        return g.op("Flatten", [pooled], out, axis=1)
+
+    return export
 
 
 def _batchnorm(g: _Graph, node: Node, xs: list[str], out: str) -> str:
@@ -112,23 +131,110 @@ def _dense(g: _Graph, node: Node, xs: list[str], out: str) -> str:
     return g.op("Gemm", inputs, out)
 
 
+def _standardized(g: _Graph, rows: str, size: int, eps: float, name: str) -> str:
+    """(rows - mean) / sqrt(var + eps) of each row of an (R, size) value, the biased variance;
+    means as products with a (size, 1) column of 1/size (ReduceMean changed in opset 18)."""
+    column = g.constant(f"{name}.mean_column", np.full((size, 1), 1 / size))
+    mean = g.op("MatMul", [rows, column], f"{name}.mean")
+    centered = g.op("Sub", [rows, mean], f"{name}.centered")
+    squares = g.op("Mul", [centered, centered], f"{name}.squares")
+    var = g.op("MatMul", [squares, column], f"{name}.var")
+    shifted = g.op("Add", [var, g.constant(f"{name}.eps", np.array(eps))], f"{name}.var_eps")
+    return g.op("Div", [centered, g.op("Sqrt", [shifted], f"{name}.std")], f"{name}.normalized")
+
+
+def _layernorm(g: _Graph, node: Node, xs: list[str], out: str) -> str:
+    """Each sample as one row, standardized, scaled and shifted per value, reshaped back."""
+    layer = node.layer
+    size = layer.params["gamma"].size
+    rows = g.op("Flatten", xs, f"{node.name}.rows", axis=1)
+    normalized = _standardized(g, rows, size, layer.config["eps"], node.name)
+    gamma = g.constant(f"{layer.name}.gamma", layer.params["gamma"].reshape(-1))
+    scaled = g.op("Mul", [normalized, gamma], f"{node.name}.scaled")
+    beta = g.constant(f"{layer.name}.beta", layer.params["beta"].reshape(-1))
+    shifted = g.op("Add", [scaled, beta], f"{node.name}.shifted")
+    return g.op("Reshape", [shifted, g.op("Shape", xs, f"{node.name}.shape")], out)
+
+
+def _groupnorm(g: _Graph, node: Node, xs: list[str], out: str) -> str:
+    """Rows of one sample's group, standardized, reshaped back, scaled and shifted per channel."""
+    layer = node.layer
+    groups, shape = layer.config["groups"], node.input_shapes[0]
+    size = math.prod(shape) // groups
+    row_shape = g.constant(f"{node.name}.row_shape", np.array([-1, size]), np.int64)
+    rows = g.op("Reshape", [xs[0], row_shape], f"{node.name}.rows")
+    normalized = _standardized(g, rows, size, layer.config["eps"], node.name)
+    shape_value = g.op("Shape", xs, f"{node.name}.shape")
+    unflat = g.op("Reshape", [normalized, shape_value], f"{node.name}.unflat")
+    per_channel = (-1, 1, 1) if len(shape) == 3 else (-1,)
+    gamma = g.constant(f"{layer.name}.gamma", layer.params["gamma"].reshape(per_channel))
+    scaled = g.op("Mul", [unflat, gamma], f"{node.name}.scaled")
+    beta = g.constant(f"{layer.name}.beta", layer.params["beta"].reshape(per_channel))
+    return g.op("Add", [scaled, beta], out)
+
+
+def _gelu(g: _Graph, node: Node, xs: list[str], out: str) -> str:
+    """x * 0.5 * (1 + erf(x / sqrt(2))), with Erf (ONNX's Gelu needs opset 20)."""
+    scaled = g.op(
+        "Mul",
+        [xs[0], g.constant(f"{node.name}.rsqrt2", np.array(math.sqrt(0.5)))],
+        f"{node.name}.scaled",
+    )
+    erf = g.op("Erf", [scaled], f"{node.name}.erf")
+    cdf = g.op("Add", [erf, g.constant(f"{node.name}.one", np.array(1.0))], f"{node.name}.erf1")
+    half = g.op(
+        "Mul", [xs[0], g.constant(f"{node.name}.half", np.array(0.5))], f"{node.name}.half_x"
+    )
+    return g.op("Mul", [half, cdf], out)
+
+
+def _times(gate_op: str, **attributes: Any) -> Exporter:
+    """x * gate(x): silu with Sigmoid, hardswish with HardSigmoid (HardSwish needs opset 14)."""
+
+    def export(g: _Graph, node: Node, xs: list[str], out: str) -> str:
+        gate = g.op(gate_op, xs, f"{node.name}.gate", **attributes)
+        return g.op("Mul", [xs[0], gate], out)
+
+    return export
+
+
+def _multiply(g: _Graph, node: Node, xs: list[str], out: str) -> str:
+    """A (C,) input is unsqueezed to (C, 1, 1) to scale a (C, H, W) one."""
+    shapes = node.input_shapes
+    factors = list(xs)
+    for i, shape in enumerate(shapes):
+        if len(shape) == 1 and len(shapes[1 - i]) == 3:
+            axes = g.constant(f"{node.name}.axes{i}", np.array([2, 3]), np.int64)
+            factors[i] = g.op("Unsqueeze", [xs[i], axes], f"{node.name}.spread{i}")
+    return g.op("Mul", factors, out)
+
+
 EXPORTERS: dict[str, Exporter] = {
     "conv": _conv,
     "batchnorm": _batchnorm,
+    "layernorm": _layernorm,
+    "groupnorm": _groupnorm,
     "relu": _simple("Relu"),
     "leaky_relu": lambda g, node, xs, out: g.op(
         "LeakyRelu", xs, out, alpha=float(node.layer.config["slope"])
     ),
     "sigmoid": _simple("Sigmoid"),
     "tanh": _simple("Tanh"),
+    "gelu": _gelu,
+    "silu": _times("Sigmoid"),
+    "hardswish": _times("HardSigmoid", alpha=1 / 6, beta=0.5),
+    "elu": lambda g, node, xs, out: g.op("Elu", xs, out, alpha=float(node.layer.config["alpha"])),
+    "identity": lambda g, node, xs, out: xs[0],
     "maxpool": _pool("MaxPool"),
-    "avgpool": _pool("AveragePool"),
-    "global_avgpool": _global_avgpool,
+    "avgpool": _pool("AveragePool", count_include_pad=1),  # padding counts, as in cnnbuild
+    "global_avgpool": _global_pool("GlobalAveragePool"),
+    "global_maxpool": _global_pool("GlobalMaxPool"),
     "flatten": _simple("Flatten", axis=1),
     "dense": _dense,
     "dropout": lambda g, node, xs, out: xs[0],  # the identity at inference
     "add": _simple("Sum"),
     "concat": _simple("Concat", axis=1),
+    "multiply": _multiply,
     "softmax": _simple("Softmax", axis=1),
 }
 

@@ -1,4 +1,5 @@
-"""Array kernels for convolution and pooling: im2col / col2im, max and average pooling.
+"""Array kernels for convolution and pooling: im2col / col2im, max and average pooling;
+and the error function.
 
 Windows never pad on the right or bottom: a window that would run past the (padded) input
 is dropped, so output sizes round down, as in ``shapes.window_output``.
@@ -16,8 +17,12 @@ they allocate batch-major (C-contiguous) arrays.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+from cnnbuild.shapes import Pair, dilated, pair
 
 
 def strided(start: int, stride: int, count: int) -> slice:
@@ -62,30 +67,43 @@ def overlap(offset: int, pad: int, stride: int, size: int, out_size: int) -> tup
     return slice(first, last), strided(start, stride, last - first)
 
 
-def windows(x: np.ndarray, kh: int, kw: int, stride: int) -> np.ndarray:
-    """Read-only view of every (kh, kw) window at the given stride; no copy.
+def windows(
+    x: np.ndarray, kh: int, kw: int, stride: int | Pair, dilation: int | Pair = 1
+) -> np.ndarray:
+    """Read-only view of every (kh, kw) window at the given stride and dilation; no copy.
 
-    x: (N, C, H, W) -> (N, C, Ho, Wo, kh, kw), Ho = (H - kh) // stride + 1.
+    x: (N, C, H, W) -> (N, C, Ho, Wo, kh, kw), Ho = (H - (kh-1)*dh - 1) // sh + 1.
     """
-    return sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
+    (sh, sw), (dh, dw) = pair(stride), pair(dilation)
+    view = sliding_window_view(x, (dilated(kh, dh), dilated(kw, dw)), axis=(2, 3))
+    return view[:, :, ::sh, ::sw, ::dh, ::dw]
 
 
 def im2col(
-    x: np.ndarray, kh: int, kw: int, stride: int, pad: int, out: np.ndarray | None = None
+    x: np.ndarray,
+    kh: int,
+    kw: int,
+    stride: int | Pair,
+    pad: int | Pair,
+    out: np.ndarray | None = None,
+    dilation: int | Pair = 1,
 ) -> np.ndarray:
     """Unfold every window of the zero-padded input into a column.
 
     x: (N, C, H, W), any memory layout -> cols: (C*kh*kw, N*Ho*Wo). Rows are ordered
     (c, i, j), matching ``W.reshape(F, C*kh*kw)``; columns are ordered (n, oh, ow).
-    ``out``, a C-contiguous array of that shape, receives the result when given.
+    ``stride``, ``pad`` and ``dilation`` are one number or (height, width); kernel taps are
+    ``dilation`` pixels apart. ``out``, a C-contiguous array of that shape, receives the
+    result when given.
     """
     n, c, h, w = x.shape
-    ho, wo = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
+    (sh, sw), (ph, pw), (dh, dw) = pair(stride), pair(pad), pair(dilation)
+    ho, wo = (h + 2 * ph - dilated(kh, dh)) // sh + 1, (w + 2 * pw - dilated(kw, dw)) // sw + 1
     source = x.transpose(1, 0, 2, 3)  # (C, N, H, W), a view
-    if pad:
-        source = np.zeros((c, n, h + 2 * pad, w + 2 * pad), x.dtype)
-        source[:, :, pad : pad + h, pad : pad + w] = x.transpose(1, 0, 2, 3)
-    view = windows(source, kh, kw, stride)  # (C, N, Ho, Wo, kh, kw)
+    if ph or pw:
+        source = np.zeros((c, n, h + 2 * ph, w + 2 * pw), x.dtype)
+        source[:, :, ph : ph + h, pw : pw + w] = x.transpose(1, 0, 2, 3)
+    view = windows(source, kh, kw, (sh, sw), (dh, dw))  # (C, N, Ho, Wo, kh, kw)
     if out is None:
         out = np.empty((c * kh * kw, n * ho * wo), x.dtype)
     # One copy of every window: the view's offsets become rows, its positions columns.
@@ -94,7 +112,13 @@ def im2col(
 
 
 def col2im(
-    cols: np.ndarray, x_shape: tuple[int, ...], kh: int, kw: int, stride: int, pad: int
+    cols: np.ndarray,
+    x_shape: tuple[int, ...],
+    kh: int,
+    kw: int,
+    stride: int | Pair,
+    pad: int | Pair,
+    dilation: int | Pair = 1,
 ) -> np.ndarray:
     """The adjoint of ``im2col``: add each column back onto the pixels its window read.
 
@@ -102,13 +126,14 @@ def col2im(
     fell on the padding is dropped.
     """
     n, c, h, w = x_shape
-    ho, wo = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
+    (sh, sw), (ph, pw), (dh, dw) = pair(stride), pair(pad), pair(dilation)
+    ho, wo = (h + 2 * ph - dilated(kh, dh)) // sh + 1, (w + 2 * pw - dilated(kw, dw)) // sw + 1
     patches = cols.reshape(c, kh, kw, n, ho, wo)
     out = np.zeros((c, n, h, w), dtype=cols.dtype)
     for i in range(kh):
-        rows, in_rows = overlap(i, pad, stride, h, ho)
+        rows, in_rows = overlap(i * dh, ph, sh, h, ho)
         for j in range(kw):
-            columns, in_columns = overlap(j, pad, stride, w, wo)
+            columns, in_columns = overlap(j * dw, pw, sw, w, wo)
             out[:, :, in_rows, in_columns] += patches[:, i, j, :, rows, columns]
     return out.transpose(1, 0, 2, 3)
 
@@ -199,3 +224,83 @@ def avgpool_backward(
         for j in range(size):
             dx[:, :, strided(i, stride, ho), strided(j, stride, wo)] += share
     return dx
+
+
+# W. J. Cody's rational approximations of erf and erfc (Math. Comp. 23, 1969), as in CALERF:
+# erf(x) for |x| <= 0.5; erfc(x) for 0.5 < x <= 4 and for x > 4. Double precision (max error
+# about 2e-16 against math.erf); numpy has no erf and scipy is not a dependency.
+_ERF_SMALL = (
+    (3.16112374387056560e00, 1.13864154151050156e02, 3.77485237685302021e02),
+    (2.36012909523441209e01, 2.44024637934444173e02, 1.28261652607737228e03),
+    1.85777706184603153e-1,
+    3.20937758913846947e03,
+    2.84423683343917062e03,
+)
+_ERFC_MIDDLE = (
+    (
+        5.64188496988670089e-1,
+        8.88314979438837594e00,
+        6.61191906371416295e01,
+        2.98635138197400131e02,
+        8.81952221241769090e02,
+        1.71204761263407058e03,
+        2.05107837782607147e03,
+    ),
+    (
+        1.57449261107098347e01,
+        1.17693950891312499e02,
+        5.37181101862009858e02,
+        1.62138957456669019e03,
+        3.29079923573345963e03,
+        4.36261909014324716e03,
+        3.43936767414372164e03,
+    ),
+    2.15311535474403846e-8,
+    1.23033935479799725e03,
+    1.23033935480374942e03,
+)
+_ERFC_LARGE = (
+    (
+        3.05326634961232344e-1,
+        3.60344899949804439e-1,
+        1.25781726111229246e-1,
+        1.60837851487422766e-2,
+    ),
+    (
+        2.56852019228982242e00,
+        1.87295284992346725e00,
+        5.27905102951428412e-1,
+        6.05183413124413191e-2,
+    ),
+    1.63153871373020978e-2,
+    6.58749161529837803e-4,
+    2.33520497626869185e-3,
+)
+
+
+def _rational(z: np.ndarray, coefficients: tuple) -> np.ndarray:
+    """P(z)/Q(z) in Cody's nested form, z > 0: (lead*z + p0)*z + ... + p_last over
+    (z + q0)*z + ... + q_last."""
+    numerators, denominators, lead, p_last, q_last = coefficients
+    num, den = lead * z, z
+    for p, q in zip(numerators, denominators, strict=True):
+        num = (num + p) * z
+        den = (den + q) * z
+    return (num + p_last) / (den + q_last)
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """The error function, elementwise, computed in float64 and returned in x's dtype."""
+    x64 = np.asarray(x, np.float64)
+    y = np.abs(x64)
+    out = np.empty_like(x64)
+    small, large = y <= 0.5, y > 4
+    middle = ~(small | large)
+    out[small] = x64[small] * _rational(x64[small] ** 2, _ERF_SMALL)
+    ym = y[middle]
+    out[middle] = 1 - np.exp(-ym * ym) * _rational(ym, _ERFC_MIDDLE)
+    yl = y[large]
+    tail = (1 / math.sqrt(math.pi) - _rational(1 / (yl * yl), _ERFC_LARGE) / (yl * yl)) / yl
+    out[large] = 1 - np.exp(-yl * yl) * tail
+    np.copysign(out, x64, out=out)
+    return out.astype(np.asarray(x).dtype, copy=False)

@@ -12,7 +12,7 @@ from test_train import SPEC
 import cnnbuild
 from cnnbuild.cli import main
 from cnnbuild.data.normalization import Normalization
-from cnnbuild.export import EXPORTERS, onnx_probabilities, to_onnx
+from cnnbuild.export import DEFAULT_OPSET, EXPORTERS, MIN_OPSET, onnx_probabilities, to_onnx
 from cnnbuild.layers import REGISTRY
 
 onnx = pytest.importorskip("onnx", reason="ONNX export needs onnx: pip install 'cnnbuild[onnx]'")
@@ -22,7 +22,9 @@ pytest.importorskip(
 
 # Between them, every layer type and option: each padding mode, strides, pooling with
 # stride != size and floor rounding, odd sizes, leaky slope, no bias, 3-input merges,
-# batch norm after conv, dense and global pooling, merges of flat features.
+# batch norm after conv, dense and global pooling, merges of flat features; grouped,
+# depthwise, dilated and rectangular convs, padded pooling, the normalisations over samples,
+# the newer activations, squeeze-excitation products (either order) and frozen layers.
 SPECS = {
     "chain": """
 name: chain
@@ -65,6 +67,37 @@ layers:
   - {type: dense, units: 5}
   - {type: softmax}
 """,
+    "modern": """
+name: modern
+input: [3, 12, 11]
+classes: 4
+layers:
+  - {name: stem, type: conv, filters: 6, kernel: [3, 5], stride: [2, 1], padding: [1, 2],
+     trainable: false}
+  - {type: groupnorm, groups: 3}
+  - {type: hardswish}
+  - {name: dw, type: conv, filters: 6, kernel: 3, groups: 6, padding: same, dilation: 2}
+  - {type: layernorm}
+  - {type: gelu}
+  - {name: pw, type: conv, filters: 8, kernel: 1, groups: 2, bias: false}
+  - {type: batchnorm, trainable: false}
+  - {type: silu}
+  - {name: mp, type: maxpool, size: 3, stride: 2, padding: 1}
+  - {name: squeeze, type: global_avgpool}
+  - {name: excite, type: dense, units: 8}
+  - {name: gate, type: sigmoid}
+  - {name: scaled, type: multiply, inputs: [gate, mp]}
+  - {type: elu, alpha: 0.5}
+  - {type: avgpool, size: 2, padding: 1}
+  - {name: id, type: identity}
+  - {name: gmax, type: global_maxpool}
+  - {name: gavg, type: global_avgpool, inputs: [id]}
+  - {name: both, type: multiply, inputs: [gmax, gavg]}
+  - {type: groupnorm, groups: 2}
+  - {type: layernorm}
+  - {type: dense, units: 4}
+  - {type: softmax}
+""",
     "flat": """
 name: flat
 input: [2, 5, 5]
@@ -98,14 +131,16 @@ def randomized(net: cnnbuild.graph.Network, seed: int) -> cnnbuild.graph.Network
     return net
 
 
-def assert_same_probabilities(net: cnnbuild.graph.Network, seed: int = 0) -> None:
+def assert_same_probabilities(
+    net: cnnbuild.graph.Network, seed: int = 0, opset: int = DEFAULT_OPSET
+) -> None:
     rng = np.random.default_rng(seed)
     channels = net.input_shape[0]
     normalization = Normalization(
         rng.uniform(0.2, 0.6, channels).astype(np.float32),
         rng.uniform(0.1, 0.4, channels).astype(np.float32),
     )
-    model = to_onnx(net, normalization, [f"class {i}" for i in range(net.classes)])
+    model = to_onnx(net, normalization, [f"class {i}" for i in range(net.classes)], opset)
     onnx.checker.check_model(model, full_check=True)
     data = model.SerializeToString()
     for batch in (1, 7):
@@ -128,6 +163,12 @@ def test_every_registered_layer_type_has_an_exporter_and_a_test():
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_every_layer_type_and_option(name):
     assert_same_probabilities(randomized(cnnbuild.loads(SPECS[name], seed=3), 4))
+
+
+def test_every_layer_type_exports_at_the_oldest_opset():
+    for name in sorted(SPECS):
+        net = randomized(cnnbuild.loads(SPECS[name], seed=5), 6)
+        assert_same_probabilities(net, opset=MIN_OPSET)
 
 
 @pytest.mark.parametrize("path", ARCHS, ids=[path.stem for path in ARCHS])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import reference
@@ -62,6 +64,59 @@ def test_col2im_is_the_adjoint_of_im2col(case):
     np.testing.assert_allclose(
         np.sum(ops.im2col(x, kh, kw, stride, pad) * c), np.sum(x * dx), rtol=1e-12
     )
+
+
+@st.composite
+def dilated_cases(draw):
+    """(x_shape, (kh, kw), (sh, sw), (ph, pw), (dh, dw)) with at least one window."""
+    n, c = draw(st.integers(1, 2)), draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    h = draw(st.integers(max(1, (kh - 1) * dh + 1 - 2 * ph), 10))
+    w = draw(st.integers(max(1, (kw - 1) * dw + 1 - 2 * pw), 10))
+    return (n, c, h, w), (kh, kw), (sh, sw), (ph, pw), (dh, dw)
+
+
+@settings(max_examples=60, deadline=None)
+@given(dilated_cases())
+def test_dilated_im2col_with_per_axis_sizes_matches_the_loop(case):
+    x_shape, (kh, kw), (sh, sw), (ph, pw), (dh, dw) = case
+    n, c, h, w = x_shape
+    x = np.random.default_rng(0).standard_normal(x_shape)
+    cols = ops.im2col(x, kh, kw, (sh, sw), (ph, pw), dilation=(dh, dw))
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    ho = (h + 2 * ph - (kh - 1) * dh - 1) // sh + 1
+    wo = (w + 2 * pw - (kw - 1) * dw - 1) // sw + 1
+    expected = np.empty((c, kh, kw, n, ho, wo))
+    for i in range(kh):
+        for j in range(kw):
+            for row in range(ho):
+                for col in range(wo):
+                    expected[:, i, j, :, row, col] = xp[
+                        :, :, row * sh + i * dh, col * sw + j * dw
+                    ].T
+    np.testing.assert_array_equal(cols, expected.reshape(c * kh * kw, -1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(dilated_cases())
+def test_dilated_col2im_is_the_adjoint_of_dilated_im2col(case):
+    x_shape, (kh, kw), stride, pad, dilation = case
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(x_shape)
+    cols = ops.im2col(x, kh, kw, stride, pad, dilation=dilation)
+    c = rng.standard_normal(cols.shape)
+    dx = ops.col2im(c, x_shape, kh, kw, stride, pad, dilation)
+    np.testing.assert_allclose(np.sum(cols * c), np.sum(x * dx), rtol=1e-12)
+
+
+def test_erf_matches_math_erf_to_double_precision_and_keeps_the_dtype():
+    x = np.concatenate([np.linspace(-7, 7, 20001), [0.0, 0.5, -0.5, 4.0, -4.0, 30.0, -30.0]])
+    expected = [math.erf(v) for v in x]
+    np.testing.assert_allclose(ops.erf(x), expected, rtol=0, atol=4e-16)
+    assert ops.erf(x.astype(np.float32)).dtype == np.float32
 
 
 def test_col2im_counts_how_many_windows_cover_each_pixel():

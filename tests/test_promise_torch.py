@@ -77,6 +77,35 @@ layers:
   - {type: dense, units: 3}
   - {type: softmax}
 """,
+    "grouped, dilated, normalisations, activations, squeeze-excitation, frozen": """\
+name: d
+input: [4, 10, 9]
+classes: 3
+layers:
+  - {name: stem, type: conv, filters: 6, kernel: [3, 2], stride: [1, 2], padding: [1, 0]}
+  - {type: groupnorm, groups: 3}
+  - {type: hardswish}
+  - {name: dw, type: conv, filters: 6, kernel: 3, groups: 6, padding: same, dilation: 2}
+  - {type: batchnorm, trainable: false}
+  - {type: gelu}
+  - {name: pw, type: conv, filters: 8, kernel: 1, groups: 2, trainable: false}
+  - {type: layernorm, eps: 0.001}
+  - {type: silu}
+  - {name: mp, type: maxpool, size: 3, stride: 2, padding: 1}
+  - {name: squeeze, type: global_avgpool}
+  - {name: excite, type: dense, units: 8}
+  - {name: gate, type: sigmoid}
+  - {name: scaled, type: multiply, inputs: [mp, gate]}
+  - {type: elu, alpha: 0.7}
+  - {type: avgpool, size: 3, stride: 1, padding: 1}
+  - {name: id, type: identity}
+  - {name: gmax, type: global_maxpool}
+  - {name: gavg, type: global_avgpool, inputs: [id]}
+  - {name: both, type: multiply, inputs: [gavg, gmax]}
+  - {type: groupnorm, groups: 2}
+  - {type: dense, units: 3}
+  - {type: softmax}
+""",
 }
 
 
@@ -91,11 +120,14 @@ def note(what: str, value: float) -> None:
 
 
 def zero_in_training(net) -> set[str]:
-    """Biases whose layer feeds only batch norms: their gradient is zero while training."""
+    """Biases whose layer feeds only (trained) batch norms: their gradient is zero while
+    training."""
     consumers: dict[str, set[str]] = {}
     for node in net.nodes:
+        layer = node.layer
+        kind = "frozen" if not layer.config.get("trainable", True) else layer.type_name
         for name in node.inputs:
-            consumers.setdefault(name, set()).add(node.layer.type_name)
+            consumers.setdefault(name, set()).add(kind)
     return {f"{n.name}.b" for n in net.nodes if consumers.get(n.name) == {"batchnorm"}} & set(
         net.params
     )
@@ -285,3 +317,32 @@ def test_every_optimizer_follows_torch_optim(kind, settings):
         worst,
     )
     assert worst < FORWARD
+
+
+ACTIVATIONS = {
+    "gelu": ({}, torch.nn.functional.gelu),  # approximate="none": the erf form
+    "silu": ({}, torch.nn.functional.silu),
+    "hardswish": ({}, torch.nn.functional.hardswish),
+    "elu": ({"alpha": 0.7}, lambda v: torch.nn.functional.elu(v, 0.7)),
+}
+
+
+@pytest.mark.parametrize("type_name", list(ACTIVATIONS))
+def test_activations_match_pytorch_in_float64(type_name):
+    """Values and gradients over [-12, 12] (every piece of hardswish, the tails of gelu)."""
+    from cnnbuild.layers import layer_class
+
+    config, theirs = ACTIVATIONS[type_name]
+    x = np.linspace(-12, 12, 4801).reshape(1, -1) + 1e-4  # off hardswish's kinks at -3, 3
+    layer = layer_class(type_name)("a", **config)
+    xt = torch.tensor(x, requires_grad=True)
+    expected = theirs(xt)
+    expected.sum().backward()
+    forward = np.abs(layer.forward([x]) - expected.detach().numpy()).max()
+    (dx,) = layer.backward(np.ones_like(x))
+    backward = np.abs(dx - xt.grad.numpy()).max()
+    note(
+        "gelu, silu, hardswish, elu in float64: worst value or gradient error",
+        max(forward, backward),
+    )
+    assert forward < 1e-12 and backward < 1e-12, (forward, backward)

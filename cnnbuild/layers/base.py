@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from cnnbuild.options import Option, Registry, check_config, choice
+from cnnbuild.options import Option, Registry, boolean, check_config, choice
 
 Shape = tuple[int, ...]
 
@@ -22,6 +22,11 @@ INIT = choice(
     "Weight initialisation: he, normal with std sqrt(2/fan_in); xavier, uniform in "
     "±sqrt(6/(fan_in+fan_out)); normal, normal with std 1/sqrt(fan_in) as in the report.",
     "he",
+)
+TRAINABLE = boolean(
+    "Train this layer's parameters; false freezes them (the optimizer leaves them as they "
+    "are; a frozen batchnorm also normalises with its running statistics while training).",
+    True,
 )
 
 
@@ -139,14 +144,15 @@ class Layer(ABC):
         ``parameter_shapes`` and ``buffer_shapes`` give."""
 
     def add_param(self, key: str, value: np.ndarray, *, decay: bool = False) -> None:
-        """Add a trainable array and its gradient; ``decay``: weight decay applies to it.
+        """Add a parameter array and its gradient; ``decay``: weight decay applies to it.
+        It is trainable unless the layer's ``trainable`` option (TRAINABLE) is false.
 
         ``backward`` overwrites ``grads`` in place, so references to these arrays (the
         network's flat dicts, an optimizer's) stay valid.
         """
         self.params[key] = value
         self.grads[key] = np.zeros_like(value)
-        self.roles[key] = Role(decay=decay)
+        self.roles[key] = Role(decay=decay, trainable=self.config.get("trainable", True))
 
     def freeze(self) -> None:
         """Keep every parameter as it is: the optimizer no longer updates them."""

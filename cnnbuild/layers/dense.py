@@ -8,7 +8,7 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from cnnbuild.layers.base import INIT, Layer, Shape, register
+from cnnbuild.layers.base import INIT, TRAINABLE, Layer, Shape, register
 from cnnbuild.layers.init import init_weights
 from cnnbuild.options import Option, boolean, integer
 
@@ -23,6 +23,7 @@ class Dense(Layer):
         "units": integer(1, "Number of outputs."),
         "bias": boolean("Add a learned bias per output.", True),
         "init": INIT,
+        "trainable": TRAINABLE,
     }
 
     def output_shape(self, input_shapes: list[Shape]) -> Shape:

@@ -1,4 +1,4 @@
-"""Layers with several inputs: elementwise sum and channel concatenation."""
+"""Layers with several inputs: elementwise sum and product, and channel concatenation."""
 
 from __future__ import annotations
 
@@ -67,3 +67,50 @@ class Concat(Layer):
     def backward(self, dy: np.ndarray) -> list[np.ndarray]:
         """dy: (N, sum of C_k, ...) -> views (N, C_k, ...), one per input."""
         return np.split(dy, self._splits, axis=1)
+
+
+@register
+class Multiply(Layer):
+    """y = a * b elementwise, for two inputs of one shape, or a (C, H, W) input and a (C,)
+    one whose value per channel scales that channel (squeeze-excitation); either order."""
+
+    type_name = "multiply"
+    description = (
+        "Elementwise product of two inputs of identical shape, or of a (channels, height, "
+        "width) input with a (channels,) one that scales each channel (squeeze-excitation)."
+    )
+    arity = (2, 2)
+
+    def output_shape(self, input_shapes: list[Shape]) -> Shape:
+        a, b = input_shapes
+        if a == b or (len(a) == 3 and b == a[:1]):
+            return a
+        if len(b) == 3 and a == b[:1]:
+            return b
+        raise ShapeError(
+            f"multiply '{self.name}' needs inputs of identical shapes, or (C, H, W) and (C,) "
+            f"with the same C, received {a}, {b}"
+        )
+
+    def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
+        """xs: two (N, ...) arrays of one shape, or (N, C, H, W) and (N, C) -> the larger."""
+        a, b = self._xs = xs
+        return self._spread(a, b.ndim) * self._spread(b, a.ndim)
+
+    def backward(self, dy: np.ndarray) -> list[np.ndarray]:
+        """dy: like the output -> one gradient per input, each shaped as its input; a (C,)
+        input's gradient is summed over height and width."""
+        a, b = self._xs
+        da = dy * self._spread(b, a.ndim)
+        db = dy * self._spread(a, b.ndim)
+        return [self._gather(da, a.ndim), self._gather(db, b.ndim)]
+
+    @staticmethod
+    def _spread(x: np.ndarray, other_ndim: int) -> np.ndarray:
+        """(N, C) -> a (N, C, 1, 1) view when the other input is (N, C, H, W)."""
+        return x[:, :, None, None] if x.ndim == 2 and other_ndim == 4 else x
+
+    @staticmethod
+    def _gather(grad: np.ndarray, ndim: int) -> np.ndarray:
+        """A (N, C, H, W) gradient summed back to (N, C) for an input of ``ndim`` 2."""
+        return grad.sum(axis=(2, 3)) if grad.ndim == 4 and ndim == 2 else grad
