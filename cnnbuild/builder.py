@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnbuild.blocks import problem_in_use, resolve
 from cnnbuild.data.batches import crop_problem
 from cnnbuild.errors import ConfigError, ShapeError, SpecError
 from cnnbuild.graph import INPUT, Network, Node
@@ -48,8 +49,9 @@ class Planned:
     type_name: str
     config: dict[str, Any]
     inputs: list[str | Planned]
-    path: Path_  # where the layer stands in the file
+    path: Path_  # where the layer stands in the file (in a block's definition, for a use)
     blocks: tuple[str, ...] = ()  # the repetitions holding it, outermost first: ("stage1_2",)
+    sites: tuple[Path_, ...] = ()  # the uses of blocks holding it, outermost first
 
 
 def load(path: str | Path, seed: int | None = None, dtype: Any = np.float32) -> Network:
@@ -79,8 +81,9 @@ def plan(spec: Spec) -> Network:
     Summary and validation need nothing more.
     """
     data = spec.data
-    _check_layer_count(data["layers"], spec)
-    planned = _expand(data["layers"], ("layers",), block_input=INPUT, counters={})
+    items = resolve(spec)
+    _check_layer_count(items, spec)
+    planned = _expand(items, ("layers",), block_input=INPUT, counters={})
     _assign_default_names(planned)
     problems = _check_names(planned, spec)
     layers = _construct(planned, spec, problems)
@@ -191,8 +194,9 @@ def _check_sizes(order: list[Planned], nodes: list[Node], input_shape: Shape, sp
     layer that contributes most, before anything is allocated."""
     problems: list[tuple[int, str]] = []  # (line, message)
 
-    def add(path: Path_, message: str) -> None:
-        problems.append((spec.mark(path).line, spec.problem(path, message)))
+    def add(path: Path_, message: str, layer: Planned | None = None) -> None:
+        text = spec.problem(path, message) if layer is None else _problem(spec, layer, message)
+        problems.append((spec.mark(layer.sites[0] if layer and layer.sites else path).line, text))
 
     input_values = math.prod(input_shape)
     if input_values > MAX_VALUES_PER_IMAGE:
@@ -223,6 +227,7 @@ def _check_sizes(order: list[Planned], nodes: list[Node], input_shape: Shape, sp
             f"{format_count(params[worst])} parameters here, {format_count(total)} in the "
             f"network ({format_bytes(total * FLOAT_BYTES)} of float32), more than the "
             f"{MAX_PARAMETERS:,} cnnbuild allows — use fewer filters or units",
+            order[worst],
         )
     kept = input_values + sum(values)
     if input_values <= MAX_VALUES_PER_IMAGE < kept:
@@ -234,6 +239,7 @@ def _check_sizes(order: list[Planned], nodes: list[Node], input_shape: Shape, sp
             f"{format_count(kept)} in the network ({format_bytes(kept * FLOAT_BYTES)} of "
             f"float32 per image), more than the {MAX_VALUES_PER_IMAGE:,} cnnbuild allows — "
             "use fewer filters, a smaller kernel or padding, or a smaller input",
+            order[worst],
         )
     if problems:
         raise SpecError([text for _, text in sorted(problems, key=lambda item: item[0])])
@@ -259,27 +265,38 @@ def _expand(
     path: Path_,
     block_input: str | Planned,
     counters: dict[str, int],
+    sites: tuple[Path_, ...] = (),
 ) -> list[Planned]:
-    """Flatten repeat blocks. Each layer's default input is the one before it."""
+    """Flatten repeat blocks and resolved uses (``blocks.resolve``). Each layer's default
+    input is the one before it."""
     planned: list[Planned] = []
     previous = block_input
     for index, item in enumerate(items):
         item_path = (*path, index)
         if "repeat" in item:
-            counters["block"] = counters.get("block", 0) + 1
-            prefix = item.get("name", f"block{counters['block']}")
+            use = item.get("use")
+            if use is None:
+                counters["block"] = counters.get("block", 0) + 1
+                inner_path, inner_sites = (*item_path, "layers"), sites
+            else:
+                inner_path, inner_sites = ("blocks", use.block, "layers"), (*sites, use.path)
+            prefix = item.get("name", f"block{counters.get('block')}")
+            numbered = use is None or use.numbered
             for repetition in range(1, item["repeat"] + 1):
-                inner = _expand(item["layers"], (*item_path, "layers"), previous, counters)
-                _rename_block(inner, f"{prefix}_{repetition}_")
+                inner = _expand(item["layers"], inner_path, previous, counters, inner_sites)
+                block = f"{prefix}_{repetition}" if numbered else prefix
+                _rename_block(inner, f"{block}_")
                 for layer in inner:
-                    layer.blocks = (f"{prefix}_{repetition}", *layer.blocks)
+                    layer.blocks = (block, *layer.blocks)
                 planned.extend(inner)
                 previous = inner[-1]
             continue
         config = {key: value for key, value in item.items() if key not in COMMON_KEYS}
         given = item.get("inputs")
         inputs = [block_input if name == INPUT else name for name in given] if given else [previous]
-        planned.append(Planned(item.get("name"), item["type"], config, inputs, item_path))
+        planned.append(
+            Planned(item.get("name"), item["type"], config, inputs, item_path, sites=sites)
+        )
         previous = planned[-1]
     return planned
 
@@ -317,18 +334,23 @@ def _check_names(planned: list[Planned], spec: Spec) -> list[str]:
     for layer in planned:
         if layer.name == INPUT:
             problems.append(
-                spec.problem(
-                    (*layer.path, "name"),
+                _problem(
+                    spec,
+                    layer,
                     f"the name {INPUT!r} is reserved for the network's input — rename the layer",
+                    "name",
                 )
             )
-        elif layer.name in first_seen and first_seen[layer.name].path != layer.path:
-            line = spec.mark(first_seen[layer.name].path).line
+        elif layer.name in first_seen and _origin(first_seen[layer.name]) != _origin(layer):
+            first = first_seen[layer.name]
+            line = spec.mark(first.sites[0] if first.sites else first.path).line
             problems.append(
-                spec.problem(
-                    (*layer.path, "name"),
+                _problem(
+                    spec,
+                    layer,
                     f"duplicate layer name {layer.name!r} (first used on line {line}) — "
                     "names must be unique",
+                    "name",
                 )
             )
         first_seen.setdefault(layer.name, layer)
@@ -337,18 +359,22 @@ def _check_names(planned: list[Planned], spec: Spec) -> list[str]:
         for name in layer.inputs:
             if name not in first_seen and name != INPUT:
                 problems.append(
-                    spec.problem(
-                        (*layer.path, "inputs"),
+                    _problem(
+                        spec,
+                        layer,
                         f"unknown input {name!r}{did_you_mean(name, known)}; "
                         f"layers so far: {', '.join(known[:12])}"
                         + (", ..." if len(known) > 12 else ""),
+                        "inputs",
                     )
                 )
             elif name == layer.name:
                 problems.append(
-                    spec.problem(
-                        (*layer.path, "inputs"),
+                    _problem(
+                        spec,
+                        layer,
                         f"layer {name!r} takes its own output as input — name an earlier layer",
+                        "inputs",
                     )
                 )
     return _unique(problems)
@@ -361,7 +387,7 @@ def _construct(planned: list[Planned], spec: Spec, problems: list[str]) -> dict[
             cls = layer_class(layer.type_name)
             layers[layer.name] = cls(layer.name, **layer.config)
         except ConfigError as error:
-            problems.append(spec.problem(layer.path, _without_owner(str(error), layer)))
+            problems.append(_problem(spec, layer, _without_owner(str(error), layer)))
             continue
         problem = _arity_problem(cls, layer, spec)
         if problem:
@@ -375,17 +401,20 @@ def _arity_problem(cls: type[Layer], layer: Planned, spec: Spec) -> str | None:
     least, most = cls.arity
     count = len(layer.inputs)
     if count < least:
-        return spec.problem(
-            layer.path,
+        return _problem(
+            spec,
+            layer,
             f"a {layer.type_name} layer merges {least} or more layers, got {count} — list "
             "them in `inputs`, e.g. inputs: [conv2, input]",
         )
     if most is not None and count > most:
         takes = "exactly one input" if most == 1 else f"at most {most} inputs"
-        return spec.problem(
-            (*layer.path, "inputs"),
+        return _problem(
+            spec,
+            layer,
             f"a {layer.type_name} layer takes {takes}, got {count} — "
             "merge them first with an `add` or `concat` layer",
+            "inputs",
         )
     return None
 
@@ -402,8 +431,9 @@ def _topological_order(planned: list[Planned], spec: Spec) -> list[Planned]:
             if name != INPUT:
                 consumers[name].append(layer.name)
     problems = [
-        spec.problem(
-            layer.path,
+        _problem(
+            spec,
+            layer,
             f"the output of {layer.name!r} goes nowhere — feed it to a later layer "
             "(`inputs`) or remove it",
         )
@@ -426,8 +456,9 @@ def _topological_order(planned: list[Planned], spec: Spec) -> list[Planned]:
         stuck = [layer for layer in planned if waiting[layer.name] > 0]
         cycle = _find_cycle(stuck)
         problems.append(
-            spec.problem(
-                by_name[cycle[0]].path,
+            _problem(
+                spec,
+                by_name[cycle[0]],
                 f"the layers form a cycle: {' -> '.join(cycle)} — `inputs` must name "
                 "layers that do not depend on this one",
             )
@@ -461,7 +492,7 @@ def _infer_shapes(
             shape = layer.output_shape(input_shapes)
         except ShapeError as error:
             raise SpecError(
-                [spec.problem(planned.path, _without_owner(str(error), layer))],
+                [_problem(spec, planned, _without_owner(str(error), layer))],
                 shapes_so_far(nodes, input_shape, failing=(planned, input_shapes)),
             ) from None
         shapes[planned.name] = tuple(shape)
@@ -474,8 +505,9 @@ def _check_output(node: Node, planned: Planned, classes: int, spec: Spec, nodes)
     if layer.type_name != "softmax":
         raise SpecError(
             [
-                spec.problem(
-                    planned.path,
+                _problem(
+                    spec,
+                    planned,
                     f"the last layer must be a softmax (the output, trained with "
                     f"cross-entropy), not {layer.type_name} — end with "
                     f"`{{type: dense, units: {classes}}}` and `{{type: softmax}}`",
@@ -485,8 +517,9 @@ def _check_output(node: Node, planned: Planned, classes: int, spec: Spec, nodes)
     if node.output_shape != (classes,):
         raise SpecError(
             [
-                spec.problem(
-                    planned.path,
+                _problem(
+                    spec,
+                    planned,
                     f"the network outputs {node.output_shape} but `classes` is {classes} — make "
                     f"the layer before the softmax output {classes} units",
                 )
@@ -509,6 +542,20 @@ def shapes_so_far(
         rows.append((planned.name, planned.type_name, f"<- error (input {received})"))
     lines = aligned(rows[0], rows[1:])
     return "Shapes up to the error:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _problem(spec: Spec, layer: Planned, message: str, key: str | None = None) -> str:
+    """The located message for a problem of ``layer`` (at its ``key``): at the layer in the
+    file, or at the use of the block holding it, naming the line of its definition."""
+    path = (*layer.path, key) if key else layer.path
+    if layer.sites:
+        return problem_in_use(spec, layer.sites, path, message)
+    return spec.problem(path, message)
+
+
+def _origin(layer: Planned) -> tuple[Path_, ...]:
+    """Where a layer comes from: its place in the file, and the uses that hold it."""
+    return (*layer.sites, layer.path)
 
 
 def _without_owner(message: str, layer: Layer | Planned) -> str:

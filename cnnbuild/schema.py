@@ -24,11 +24,13 @@ SCHEMA_ID = "https://cnnbuild.dev/schemas/cnnbuild.schema.json"
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(?!\n)$"
 MAX_NETWORK_NAME = 100
 NETWORK_NAME_PATTERN = rf"^[A-Za-z0-9_][A-Za-z0-9_.-]{{0,{MAX_NETWORK_NAME - 1}}}(?!\n)$"
+MEMORY_PATTERN = r"^\d+(\.\d+)? ?(B|KB|MB|GB|KiB|MiB|GiB)(?!\n)$"
 # What each pattern allows, for the message when a value does not match.
 PATTERN_RULES = {
     NAME_PATTERN: "use letters, digits and underscores, starting with a letter or underscore",
     NETWORK_NAME_PATTERN: "use letters, digits, '_', '-' and '.', not starting with '.' or "
     f"'-', at most {MAX_NETWORK_NAME} characters (runs are saved under runs/<name>/)",
+    MEMORY_PATTERN: "write a number of bytes, or a size such as 500 KB, 256 MiB or 2 GiB",
 }
 
 
@@ -49,9 +51,25 @@ def _validator(*generations: int) -> Any:
     return fast(build_schema())
 
 
+def item_validator() -> Any:
+    """A validator for one item of a `layers` list (the layers of a used block, once its
+    parameters are substituted)."""
+    from cnnbuild.layers import REGISTRY
+    from cnnbuild.optim import OPTIMIZERS
+    from cnnbuild.schedules import SCHEDULES
+
+    return _item_validator(REGISTRY.generation, OPTIMIZERS.generation, SCHEDULES.generation)
+
+
+@cache
+def _item_validator(*generations: int) -> Any:
+    whole = _validator(*generations)
+    return whole.evolve(schema={"$defs": whole.schema["$defs"], "$ref": "#/$defs/item"})
+
+
 def _if(validator: Any, if_schema: Any, instance: Any, schema: dict[str, Any]) -> Any:
-    """jsonschema's ``if``, with the two conditions this schema is made of (``type`` is X;
-    an object with ``repeat``) decided directly instead of by a sub-validator: the same
+    """jsonschema's ``if``, with the conditions this schema is made of (``type`` is X; an
+    object with ``repeat`` or ``use``) decided directly instead of by a sub-validator: the same
     answers, many times faster (every layer tests one condition per registered type)."""
     matched = _decided(if_schema, instance)
     if matched is None:
@@ -64,11 +82,12 @@ def _if(validator: Any, if_schema: Any, instance: Any, schema: dict[str, Any]) -
 
 
 def _decided(condition: Any, instance: Any) -> bool | None:
-    """Whether ``instance`` meets ``condition`` when it is one of the schema's two forms
-    of ``if``; None for any other condition. (``properties`` and ``required`` hold for
+    """Whether ``instance`` meets ``condition`` when it is one of the schema's forms of
+    ``if``; None for any other condition. (``properties`` and ``required`` hold for
     anything that is not an object, as JSON Schema says.)"""
-    if condition == {"type": "object", "required": ["repeat"]}:
-        return isinstance(instance, dict) and "repeat" in instance
+    for key in ("repeat", "use"):
+        if condition == {"type": "object", "required": [key]}:
+            return isinstance(instance, dict) and key in instance
     if (
         isinstance(condition, dict)
         and condition.keys() == {"properties", "required"}
@@ -95,6 +114,7 @@ def build_schema(built_in: bool = False) -> dict[str, Any]:
     from cnnbuild.layers import REGISTRY
     from cnnbuild.optim import OPTIMIZERS
     from cnnbuild.schedules import SCHEDULES
+    from cnnbuild.search_space import SCHEMA as SWEEP
     from cnnbuild.train import TRAINING
 
     layers, optimizers, schedules = (
@@ -104,12 +124,19 @@ def build_schema(built_in: bool = False) -> dict[str, Any]:
 
     defs: dict[str, Any] = {
         "item": {
-            "description": "A layer, or a block of layers repeated `repeat` times.",
-            "if": {"type": "object", "required": ["repeat"]},
-            "then": {"$ref": "#/$defs/repeat"},
-            "else": {"$ref": "#/$defs/layer"},
+            "description": "A layer, a block of layers repeated `repeat` times, or a use of "
+            "a block defined under `blocks`.",
+            "if": {"type": "object", "required": ["use"]},
+            "then": {"$ref": "#/$defs/use"},
+            "else": {
+                "if": {"type": "object", "required": ["repeat"]},
+                "then": {"$ref": "#/$defs/repeat"},
+                "else": {"$ref": "#/$defs/layer"},
+            },
         },
         "repeat": _repeat_block(),
+        "use": _use_block(),
+        "block": _block_definition(),
         "layer": _tagged_union("layer", layers, "layer."),
     }
     for type_name, cls in sorted(layers.items()):
@@ -163,6 +190,15 @@ def build_schema(built_in: bool = False) -> dict[str, Any]:
                 "additionalProperties": False,
                 "properties": {key: option.json_schema() for key, option in TRAINING.items()},
             },
+            "sweep": SWEEP,
+            "blocks": {
+                "description": "Named blocks of layers with parameters, used in `layers` as "
+                "`{use: NAME, name: PREFIX, PARAM: VALUE, ...}`.",
+                "type": "object",
+                "propertyNames": {"pattern": NAME_PATTERN},
+                "additionalProperties": {"$ref": "#/$defs/block"},
+            },
+            "constraints": _constraints(),
         },
         "$defs": defs,
     }
@@ -214,10 +250,11 @@ def _options_block(type_name: str, options: dict[str, Option], doc: str | None) 
 def _layer_block(cls: Any) -> dict[str, Any]:
     block = _options_block(cls.type_name, cls.options, cls.description or cls.__doc__)
     least, most = cls.arity
+    takes = _count(least) if most == least else f"{_count(least)} or more"
     inputs = {
         "description": "Names of earlier layers feeding this one (`input` is the network's "
         "input); default: the layer before."
-        + (f" A merge layer takes {_count(least)} or more." if least > 1 else ""),
+        + (f" A merge layer takes {takes}." if least > 1 else ""),
         "type": "array",
         "items": {"type": "string"},
         "minItems": least,
@@ -265,6 +302,85 @@ def _repeat_block() -> dict[str, Any]:
                 "type": "array",
                 "minItems": 1,
                 "items": {"$ref": "#/$defs/item"},
+            },
+        },
+    }
+
+
+def _use_block() -> dict[str, Any]:
+    return {
+        "description": "The layers of a block defined under `blocks`, with its parameters "
+        "given as keys (`ch: 16`). Names inside become `<name>_<layer>` (with `repeat`, "
+        "`<name>_<i>_<layer>`); `input` inside the block means this use's input.",
+        "type": "object",
+        "required": ["use"],
+        "properties": {
+            "use": {
+                "description": "The name of a block under `blocks`.",
+                "type": "string",
+                "pattern": NAME_PATTERN,
+            },
+            "name": {
+                "description": "Prefix for the names inside; default `<block><n>`.",
+                "type": "string",
+                "pattern": NAME_PATTERN,
+            },
+            "repeat": {
+                "description": "How many times to repeat the block in sequence (default 1).",
+                "type": "integer",
+                "minimum": 1,
+            },
+        },
+        "additionalProperties": {"description": "A value for one of the block's parameters."},
+    }
+
+
+def _block_definition() -> dict[str, Any]:
+    return {
+        "description": "A block of layers with parameters: `$PARAM` anywhere in its layers "
+        "stands for the value a use gives (or the default).",
+        "type": "object",
+        "required": ["layers"],
+        "additionalProperties": False,
+        "properties": {
+            "params": {
+                "description": "Parameter names and their defaults; null: the use must give it.",
+                "type": "object",
+                "propertyNames": {"pattern": NAME_PATTERN},
+            },
+            "layers": {
+                "description": "The block's layers, as in `layers`; `$PARAM` stands for a whole "
+                "value and `input` for the block's input.",
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "description": "A layer, repeat block or use; checked once `$PARAM` values "
+                    "are known.",
+                    "type": "object",
+                },
+            },
+        },
+    }
+
+
+def _constraints() -> dict[str, Any]:
+    def limit(description: str) -> dict[str, Any]:
+        return {"description": description, "type": "integer", "minimum": 1}
+
+    return {
+        "description": "Limits the network must stay within; `validate`, `summary` and "
+        "`train` refuse it otherwise.",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "max_params": limit("Most trainable parameters."),
+            "max_mult_adds": limit("Most multiply-adds per image."),
+            "max_activation_memory": {
+                "description": "Most activation memory in training at the spec's batch size "
+                "(`training.batch_size`, default 128): bytes, or a size such as `256 MiB`.",
+                "type": ["integer", "string"],
+                "minimum": 1,
+                "pattern": MEMORY_PATTERN,
             },
         },
     }

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,8 @@ def _layer_label(layer: dict[str, Any]) -> str:
         label.append(repr(layer["name"]))
     if isinstance(layer.get("type"), str):
         label.append(f"({layer['type']})")
+    elif isinstance(layer.get("use"), str):
+        label.append(f"(use: {layer['use']})")
     elif "repeat" in layer:
         label.append("(repeat block)")
     return " ".join(label)
@@ -158,6 +161,9 @@ def _written_layers(data: Any) -> int:
     the schema check, which would take long over a huge list."""
     count, seen = 0, set()
     stack = [data.get("layers")] if isinstance(data, dict) else []
+    blocks = data.get("blocks") if isinstance(data, dict) else None
+    if isinstance(blocks, dict):
+        stack += [block.get("layers") for block in blocks.values() if isinstance(block, dict)]
     while stack:
         items = stack.pop()
         if not isinstance(items, list) or id(items) in seen:
@@ -431,6 +437,163 @@ def _column(node: yaml.Node) -> int:
     return node.start_mark.column + 1
 
 
+# --- parametrised blocks -----------------------------------------------------------------------
+
+PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")  # `$NAME` in a block: a parameter's value
+USE_KEYS = ("use", "name", "repeat")  # the keys of a use that are not parameters
+
+
+def item_problems(
+    item: Any, prefix: Path_, keep: Callable[[Any], bool] | None = None
+) -> list[tuple[Path_, str, bool]]:
+    """``explain_errors`` for one item of a layers list standing at ``prefix``."""
+    from cnnbuild.schema import item_validator
+
+    return explain_errors(item_validator().iter_errors(item), prefix, keep)
+
+
+def definition_problems(spec: Spec) -> list[tuple[Path_, str, bool]]:
+    """(path, message, at the key) for each problem of the block definitions and of the
+    uses, in a spec the schema accepts: layers that are invalid whatever the parameters,
+    unknown ``$NAME`` references, unknown blocks and parameters, missing required ones, and
+    blocks that use themselves."""
+    blocks = spec.data.get("blocks") or {}
+    problems: list[tuple[Path_, str, bool]] = []
+    for name, block in blocks.items():
+        params = list(block_params(block))
+        for index, item in enumerate(block["layers"]):
+            problems += item_problems(
+                item,
+                ("blocks", name, "layers", index),
+                keep=lambda leaf: not _is_reference(leaf.instance),
+            )
+        for path, reference in _references(block["layers"], ("blocks", name, "layers")):
+            if reference not in params:
+                problems.append(
+                    (
+                        path,
+                        f"unknown parameter '${reference}'"
+                        f"{did_you_mean(f'${reference}', [f'${p}' for p in params])}; "
+                        f"block {name!r} has "
+                        f"{_listed(params)} — declare it under `params`",
+                        False,
+                    )
+                )
+    for item, path in uses(spec.data):
+        problems += _use_problems(spec, item, path, blocks)
+    return problems + _cycle_problems(blocks)
+
+
+def _use_problems(
+    spec: Spec, item: dict[str, Any], path: Path_, blocks: dict[str, Any]
+) -> list[tuple[Path_, str, bool]]:
+    name = item["use"]
+    if name not in blocks:
+        known = f"blocks defined: {', '.join(blocks)}" if blocks else "no blocks are defined"
+        return [
+            (
+                (*path, "use"),
+                f"unknown block {name!r}{did_you_mean(name, list(blocks))}; {known} — "
+                "define it under `blocks:` at the top level",
+                False,
+            )
+        ]
+    params = block_params(blocks[name])
+    defined = f"block {name!r}" + (
+        f" (line {spec.mark(('blocks', name), at_key=True).line})" if spec.marks else ""
+    )
+    problems = [
+        (
+            (*path, key),
+            f"unknown parameter {key!r}{did_you_mean(key, list(params))}; {defined} takes "
+            f"{_listed(list(params))}",
+            True,
+        )
+        for key in item
+        if key not in USE_KEYS and key not in params
+    ]
+    problems += [
+        (path, f"missing parameter {key!r}, which {defined} requires — add `{key}: VALUE`", False)
+        for key, default in params.items()
+        if default is None and item.get(key) is None
+    ]
+    return problems
+
+
+def _cycle_problems(blocks: dict[str, Any]) -> list[tuple[Path_, str, bool]]:
+    """A block that uses itself, directly or through others, at the use that closes the
+    loop (once per loop)."""
+    used = {
+        name: list(uses({"layers": block["layers"]}, ("blocks", name, "layers")))
+        for name, block in blocks.items()
+    }
+    problems, reported = [], set()
+
+    def visit(name: str, trail: list[str]) -> None:
+        for item, path in used.get(name, []):
+            target = item["use"]
+            if target in trail:
+                loop = [*trail[trail.index(target) :], target]
+                if frozenset(loop) not in reported:
+                    reported.add(frozenset(loop))
+                    problems.append(
+                        (
+                            path,
+                            f"block {target!r} uses itself ({' -> '.join(loop)}) — a block "
+                            "cannot contain itself; use `repeat` to chain copies",
+                            False,
+                        )
+                    )
+            elif target in used:
+                visit(target, [*trail, target])
+
+    for name in blocks:
+        visit(name, [name])
+    return problems
+
+
+def uses(data: dict[str, Any], path: Path_ = ("layers",)) -> Iterator[tuple[dict, Path_]]:
+    """Every use item in ``data["layers"]`` and the repeat blocks inside, with its path;
+    from the top level (``path`` is ``("layers",)``) also those in block definitions."""
+    stack = [(data["layers"], path)]
+    if path == ("layers",):
+        stack += [
+            (block["layers"], ("blocks", name, "layers"))
+            for name, block in (data.get("blocks") or {}).items()
+        ]
+    while stack:
+        items, where = stack.pop()
+        for index, item in enumerate(items):
+            if isinstance(item.get("use"), str):
+                yield item, (*where, index)
+            elif "repeat" in item and isinstance(item.get("layers"), list):
+                stack.append((item["layers"], (*where, index, "layers")))
+
+
+def _references(value: Any, path: Path_) -> Iterator[tuple[Path_, str]]:
+    """Each ``$NAME`` string in ``value``, with its path."""
+    if _is_reference(value):
+        yield path, PARAM.fullmatch(value)[1]
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _references(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _references(item, (*path, index))
+
+
+def _is_reference(value: Any) -> bool:
+    return isinstance(value, str) and PARAM.fullmatch(value) is not None
+
+
+def block_params(block: dict[str, Any]) -> dict[str, Any]:
+    return block.get("params") or {}
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names) if names else "no parameters"
+
+
 # --- checking against the schema ----------------------------------------------------------
 
 
@@ -444,20 +607,37 @@ def schema_problems(spec: Spec) -> list[str]:
         text = spec.problem(path, message, at_key)
         found.setdefault(text, (spec.mark(path, at_key), text))
 
-    leaves = [leaf for error in validator().iter_errors(spec.data) for leaf in _leaves(error)]
+    for path, message, at_key in explain_errors(validator().iter_errors(spec.data)):
+        add(path, message, at_key)
+    for path, value in _non_finite(spec.data):
+        add(path, _non_finite_message(path, value))
+    if not found:  # blocks and their uses, once their structure is sound
+        for path, message, at_key in definition_problems(spec):
+            add(path, message, at_key)
+    return [text for _, text in sorted(found.values(), key=lambda item: (item[0].line, item[1]))]
+
+
+def explain_errors(
+    errors: Iterable[Any], prefix: Path_ = (), keep: Callable[[Any], bool] | None = None
+) -> list[tuple[Path_, str, bool]]:
+    """(path, message, whether at the key) for each of the most specific of ``errors``
+    (jsonschema's, for a value at ``prefix``) that ``keep`` accepts."""
+    leaves = [leaf for error in errors for leaf in _leaves(error)]
+    leaves = [leaf for leaf in leaves if keep is None or keep(leaf)]
     # A misspelt key is also a missing one: say it once, as the unknown key, where the
     # schema names the unknown key too (a closed mapping), else as the missing one.
     closed = {
-        tuple(leaf.absolute_path) for leaf in leaves if leaf.validator == "additionalProperties"
+        (*prefix, *leaf.absolute_path)
+        for leaf in leaves
+        if leaf.validator == "additionalProperties"
     }
+    explained = []
     for leaf in leaves:
-        path = tuple(leaf.absolute_path)
-        explained = _explain(leaf, path, path in closed)
-        if explained is not None:
-            add(explained[2], explained[0], explained[1])
-    for path, value in _non_finite(spec.data):
-        add(path, _non_finite_message(path, value))
-    return [text for _, text in sorted(found.values(), key=lambda item: (item[0].line, item[1]))]
+        path = (*prefix, *leaf.absolute_path)
+        found = _explain(leaf, path, path in closed)
+        if found is not None:
+            explained.append((found[2], found[0], found[1]))
+    return explained
 
 
 def _non_finite(data: Any) -> list[tuple[Path_, float]]:
@@ -519,8 +699,8 @@ def _explain(error, path: Path_, closed: bool = False) -> tuple[str, bool, Path_
     if kind == "required":
         missing = next(key for key in error.validator_value if key not in value)
         written = [str(key) for key in value if key not in schema.get("properties", {})]
-        # A layer without a type may be a repeat block with its `repeat` misspelt.
-        meant = [missing, "repeat"] if missing == "type" and _is_item(path) else [missing]
+        # A layer without a type may be a repeat block or a use with its key misspelt.
+        meant = [missing, "repeat", "use"] if missing == "type" and _is_item(path) else [missing]
         for target in meant:
             close = closest(target, written)
             if close and closed:

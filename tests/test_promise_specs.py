@@ -60,14 +60,26 @@ class Case:
 
 
 def layer_paths(data: dict) -> list[tuple]:
-    """Paths of every layer, in repeat blocks too: ("layers", 3), ("layers", 0, "layers", 1)."""
+    """Paths of every layer, in repeat blocks and block definitions too: ("layers", 3),
+    ("layers", 0, "layers", 1), ("blocks", "residual", "layers", 2)."""
     paths = []
     for i, item in enumerate(data["layers"]):
-        if "repeat" in item:
+        if "repeat" in item and "use" not in item:
             paths += [("layers", i, "layers", j) for j in range(len(item["layers"]))]
-        else:
+        elif "use" not in item:
             paths.append(("layers", i))
+    for name, block in data.get("blocks", {}).items():
+        paths += [("blocks", name, "layers", j) for j in range(len(block["layers"]))]
     return paths
+
+
+def culprits(data: dict, path: tuple) -> list[tuple]:
+    """The layer at ``path``, and for a layer of a block's definition also the uses of the
+    block (a problem that shows once its parameters are known is located at the use)."""
+    if path[0] != "blocks":
+        return [path]
+    uses = [("layers", i) for i, item in enumerate(data["layers"]) if item.get("use") == path[1]]
+    return [path, *uses]
 
 
 def at(data, path):
@@ -93,7 +105,7 @@ def named(data: dict) -> dict:
     """A copy in which every top-level layer has a name (n<index> where it had none)."""
     data = copy.deepcopy(data)
     for i, item in enumerate(data["layers"]):
-        if "repeat" not in item:
+        if "repeat" not in item and "use" not in item:
             item.setdefault("name", f"n{i}")
     return data
 
@@ -111,26 +123,26 @@ def wrong_type(data, rng):
     layer = at(data, path)
     key = rng.choice([k for k in layer if k != "type"] or ["inputs"])
     layer[key] = rng.choice(WRONG_VALUES.get(key, WRONG_INTEGERS))
-    return dump(data, rng), [path]
+    return dump(data, rng), culprits(data, path)
 
 
 def unknown_type(data, rng):
     path = rng.choice(layer_paths(data))
     at(data, path)["type"] = rng.choice(UNKNOWN_TYPES)
-    return dump(data, rng), [path]
+    return dump(data, rng), culprits(data, path)
 
 
 def unknown_key(data, rng):
     path = rng.choice(layer_paths(data))
     at(data, path)[rng.choice(UNKNOWN_KEYS)] = rng.choice([1, "x", True])
-    return dump(data, rng), [path]
+    return dump(data, rng), culprits(data, path)
 
 
 def missing_key(data, rng):
     path = rng.choice([p for p in layer_paths(data) if any(k in at(data, p) for k in SIZE_KEYS)])
     layer = at(data, path)
     del layer[rng.choice([k for k in ("type", "filters", "kernel", "units", "size") if k in layer])]
-    return dump(data, rng), [path]
+    return dump(data, rng), culprits(data, path)
 
 
 def bad_size(data, rng):
@@ -138,7 +150,7 @@ def bad_size(data, rng):
     path = rng.choice(paths)
     layer = at(data, path)
     layer[rng.choice([k for k in SIZE_KEYS if k in layer])] = rng.choice([0, -1, -3])
-    return dump(data, rng), [path]
+    return dump(data, rng), culprits(data, path)
 
 
 def bad_top_level(data, rng):
@@ -178,7 +190,7 @@ def kernel_too_large(data, rng):
         layer["kernel"], layer["padding"] = rng.choice([65, 99]), "valid"
     else:
         layer["size"] = rng.choice([65, 99])
-    return dump(data, rng), [path]
+    return dump(data, rng), culprits(data, path)
 
 
 def top_level_layers(data, merges=True):
@@ -186,7 +198,7 @@ def top_level_layers(data, merges=True):
     return [
         i
         for i, item in enumerate(data["layers"][1:-1], 1)
-        if "repeat" not in item and (merges or item["type"] not in MERGES)
+        if "repeat" not in item and "use" not in item and (merges or item["type"] not in MERGES)
     ]
 
 
@@ -204,7 +216,7 @@ def cycle(data, rng):
     options = [
         i
         for i in top_level_layers(data, merges=False)
-        if i + 2 < len(layers) and "repeat" not in layers[i + 1] and "inputs" not in layers[i + 1]
+        if i + 2 < len(layers) and "type" in layers[i + 1] and "inputs" not in layers[i + 1]
     ]
     if not options:
         return None
