@@ -59,7 +59,7 @@ class ConsoleProgress(Callback):
             f"\repoch {progress.epoch}/{progress.epochs} [{bar:<{self.width}}] "
             f"{progress.batch}/{progress.batches}  loss {progress.loss:.4f}  "
             f"acc {progress.accuracy:.4f}  {progress.images_per_second:,.0f} img/s  "
-            f"ETA {_duration(eta)}\x1b[K"
+            f"ETA {duration(eta)}\x1b[K"
         )
         self.bar.flush()
 
@@ -79,7 +79,7 @@ def epoch_line(record: dict[str, float]) -> str:
         validation = f"{record['val_loss']:>8.4f}  {record['val_accuracy']:>7.4f}  "
     return (
         f"{record['epoch']:>5}  {record['loss']:>8.4f}  {record['train_accuracy']:>9.4f}  "
-        f"{record['test_accuracy']:>8.4f}  {validation}{_duration(record['seconds']):>7}"
+        f"{record['test_accuracy']:>8.4f}  {validation}{duration(record['seconds']):>7}"
     )
 
 
@@ -96,7 +96,7 @@ def confusion_table(counts: np.ndarray, names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     seconds = round(seconds)
     hours, rest = divmod(seconds, 3600)
     minutes, seconds = divmod(rest, 60)

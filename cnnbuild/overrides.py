@@ -22,10 +22,10 @@ import yaml
 
 from cnnbuild.errors import SpecError
 from cnnbuild.options import did_you_mean
-from cnnbuild.specfile import PLAIN_TAGS, Spec
+from cnnbuild.specfile import PLAIN_TAGS, Spec, uses
 from cnnbuild.specfile import read_spec as read_plain_spec
 
-TOP_LEVEL = ("name", "input", "classes", "layers", "training")
+TOP_LEVEL = ("name", "input", "classes", "layers", "training", "blocks", "constraints", "sweep")
 BLOCK_KEYS = ("repeat", "name", "layers")
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
@@ -49,6 +49,21 @@ def apply_overrides(spec: Spec, overrides: Sequence[str]) -> None:
         for written in (*created, path):
             spec.overridden[written] = flag
         spec.overrides.append(text)
+
+
+def value_at(data: dict[str, Any], path_text: str) -> Any:
+    """The value PATH names in ``data``; None where it does not exist."""
+    try:
+        path, _ = _resolve(data, path_text, f"--set {path_text}")
+    except SpecError:
+        return None
+    node: Any = data
+    for step in path:
+        try:
+            node = node[step]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -111,7 +126,7 @@ def _resolve(data: dict[str, Any], path_text: str, flag: str) -> tuple[tuple, li
                 created.append(path)
             continue
         if isinstance(node, list):
-            if position == 0 and _repetition_of(segment, data) is None:  # `NAME.KEY`
+            if position == 0 and not (_repetition_of(segment, data) or _use_of(segment, data)):
                 known = _names_here(node, path, names)
                 if segment not in known:
                     raise SpecError([_no_top_level(segment, list(known), flag)])
@@ -124,6 +139,8 @@ def _resolve(data: dict[str, Any], path_text: str, flag: str) -> tuple[tuple, li
                 index = _list_index(inner, segment, (*path, "layers"), names, flag, data)
                 path, node = (*path, "layers", index), inner[index]
                 continue
+            if segment not in node and "use" in node and not last:
+                raise SpecError([_inside_use(node, segment, flag)])
             if segment not in node and not path and segment not in TOP_LEVEL:
                 layers = data.get("layers") if isinstance(data.get("layers"), list) else []
                 known = _names_here(layers, ("layers",), _layer_names(data))
@@ -181,6 +198,16 @@ def _list_index(
     here = _names_here(items, path, names)
     if segment in here:
         return here[segment]
+    used = _use_of(segment, data)
+    if used:
+        use, block, inner = used
+        raise SpecError(
+            [
+                f"{flag}: {segment!r} is the layer {inner!r} of {use!r}, a use of the block "
+                f"{block!r}; set a parameter of the use ({use}.PARAM=VALUE) or the block's "
+                f"definition, in every use (blocks.{block}.layers.{inner}.KEY=VALUE)"
+            ]
+        )
     expanded = _repetition_of(segment, data)
     if expanded:
         block, number, inner = expanded
@@ -233,11 +260,13 @@ def _no_top_level(segment: str, layers: list[str], flag: str) -> str:
 def _layer_names(data: dict[str, Any]) -> dict[tuple, str]:
     """The default names (``dense1``) of unnamed layers outside repeat blocks, by data path;
     empty when the layers cannot be expanded (the checks after the overrides say why)."""
+    from cnnbuild.blocks import resolve
     from cnnbuild.builder import _assign_default_names, _expand
     from cnnbuild.graph import INPUT
 
     try:
-        planned = _expand(data["layers"], ("layers",), block_input=INPUT, counters={})
+        items = resolve(Spec(data=data))
+        planned = _expand(items, ("layers",), block_input=INPUT, counters={})
         _assign_default_names(planned)
     except Exception:  # an invalid file: validation reports it after the overrides
         return {}
@@ -259,6 +288,34 @@ def _repetition_of(segment: str, data: dict[str, Any]) -> tuple[str, int, str] |
                 return block, int(match.group(1)), match.group(2)
             stack.append(item["layers"])
     return None
+
+
+def _use_of(segment: str, data: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(use, block, inner name) when ``segment`` is the expanded name of a layer of a named
+    use of a block, such as ``s1_dw`` or ``s2_1_dw``."""
+    for item, _ in _uses(data):
+        name = item.get("name")
+        named = isinstance(name, str)
+        match = re.fullmatch(rf"{re.escape(name)}_(\d+_)?(.+)", segment) if named else None
+        if match:
+            return name, str(item["use"]), match.group(2)
+    return None
+
+
+def _uses(data: dict[str, Any]) -> list[tuple[dict[str, Any], tuple]]:
+    try:
+        return list(uses(data))
+    except (KeyError, TypeError, AttributeError):  # invalid: the checks after say why
+        return []
+
+
+def _inside_use(node: dict[str, Any], segment: str, flag: str) -> str:
+    block = node["use"]
+    return (
+        f"{flag}: {node.get('name', block)!r} uses the block {block!r}, whose layers are set in "
+        f"its definition (blocks.{block}.layers.{segment}.KEY=VALUE, in every use); here set "
+        "its parameters, e.g. --set NAME.PARAM=VALUE"
+    )
 
 
 def _kind(value: Any) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 from cnnbuild.errors import CnnbuildError
 
@@ -51,8 +52,65 @@ def plot_history(run_dir: str | Path) -> Path:
         axes.grid(alpha=0.3)
         axes.legend()
     figure.suptitle(run_dir.name)
+    return _save(figure, run_dir / "curves.png", plt)
+
+
+def sweep_plots(study: Any, space: Any, folder: Path) -> list[Path]:
+    """Draw a sweep's ``history.png`` (each trial's metric and the best so far) and, once
+    two trials are complete, ``importances.png`` (how much each swept value moved the
+    metric, by Optuna's default evaluator); returns the paths drawn (none without
+    matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    complete = [t for t in study.trials if t.state.name == "COMPLETE" and t.value is not None]
+    if not complete:
+        return []
+    drawn = []
+    figure, axes = plt.subplots(figsize=(7, 4))
+    numbers, values = [t.number for t in complete], [t.value for t in complete]
+    pick = max if space.direction == "maximize" else min
+    best = [pick(values[: i + 1]) for i in range(len(values))]
+    axes.plot(numbers, values, "o", label="trial")
+    axes.step(numbers, best, where="post", label="best so far")
+    axes.set(xlabel="trial", ylabel=space.metric, title=f"{study.study_name}: {space.metric}")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    drawn.append(_save(figure, folder / "history.png", plt))
+    importances = _importances(study) if len(complete) >= 2 else {}
+    if importances:
+        from cnnbuild.search_space import short_names
+
+        names = short_names(list(importances))
+        figure, axes = plt.subplots(figsize=(7, 0.5 + 0.4 * len(names)))
+        axes.barh(names[::-1], list(importances.values())[::-1])
+        axes.set(xlabel="importance", title=f"what moved {space.metric}")
+        axes.grid(alpha=0.3, axis="x")
+        drawn.append(_save(figure, folder / "importances.png", plt))
+    return drawn
+
+
+def _importances(study: Any) -> dict[str, float]:
+    """Each swept value's importance; empty when Optuna cannot tell (too few trials, or
+    nothing varied)."""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "importances will be equal" on flat studies
+        try:
+            return optuna.importance.get_param_importances(study)
+        except (ValueError, RuntimeError, ZeroDivisionError):
+            return {}
+
+
+def _save(figure: Any, path: Path, plt: Any) -> Path:
     figure.tight_layout()
-    path = run_dir / "curves.png"
     try:
         figure.savefig(path, dpi=100)
     except OSError as error:

@@ -15,7 +15,8 @@ def saved(arch, folder):
     """A checkpoint of ``arch`` as training writes it (untrained weights)."""
     net = cnnbuild.load(arch, seed=0)
     config = resolve_config(net.spec.get("training", {}))
-    train, test = synthetic(net.input_shape, 4, 1), synthetic(net.input_shape, 2, 2)
+    held_out = config["validation"] if isinstance(config["validation"], int) else 0
+    train, test = synthetic(net.input_shape, held_out + 4, 1), synthetic(net.input_shape, 2, 2)
     return Trainer(net, config, train, test, standard_callbacks(folder)).save(folder / "x.npz")
 
 
