@@ -133,15 +133,41 @@ def main() -> None:
     show_default=True,
     help="Output format.",
 )
+@click.option(
+    "--receptive-field",
+    is_flag=True,
+    help="Add a column with each layer's receptive field (input pixels one output sees).",
+)
+@click.option(
+    "--depth",
+    type=click.IntRange(0),
+    help="Show blocks nested deeper than this as one row each (0: every top-level block).",
+)
 @set_option
 @user_errors
-def summary(spec_file: str, batch_size: int, fmt: str, overrides: tuple[str, ...]) -> None:
+def summary(
+    spec_file: str,
+    batch_size: int,
+    fmt: str,
+    receptive_field: bool,
+    depth: int | None,
+    overrides: tuple[str, ...],
+) -> None:
     """Show each layer's output shape, parameters and cost."""
     from cnnbuild.builder import plan
+    from cnnbuild.constraints import check_constraints
     from cnnbuild.overrides import read_spec
-    from cnnbuild.summary import render, summarize
+    from cnnbuild.summary import collapse, dropped_edges, render, summarize
 
-    click.echo(render(summarize(plan(read_spec(spec_file, overrides)), batch_size), fmt))
+    spec = read_spec(spec_file, overrides)
+    net = plan(spec)
+    check_constraints(spec, net)
+    table = summarize(net, batch_size)
+    if depth is not None:
+        table = collapse(table, net, depth)
+    click.echo(render(table, fmt, receptive_field))
+    for warning in dropped_edges(net):
+        click.echo(f"warning: {warning}", err=True)
 
 
 @main.command("time")
@@ -180,6 +206,7 @@ def time_(spec_file: str, batch_size: int, steps: int, overrides: tuple[str, ...
 def validate(spec_files: tuple[str, ...], overrides: tuple[str, ...]) -> None:
     """Check architecture files: schema and shapes."""
     from cnnbuild.builder import plan
+    from cnnbuild.constraints import check_constraints
     from cnnbuild.errors import CnnbuildError
     from cnnbuild.limits import parameter_values
     from cnnbuild.overrides import read_spec
@@ -187,7 +214,9 @@ def validate(spec_files: tuple[str, ...], overrides: tuple[str, ...]) -> None:
     failed = 0
     for path in spec_files:
         try:
-            net = plan(read_spec(path, overrides))  # shapes and limits; no weights are allocated
+            spec = read_spec(path, overrides)
+            net = plan(spec)  # shapes and limits; no weights are allocated
+            check_constraints(spec, net)
         except CnnbuildError as error:
             failed += 1
             click.echo(str(error), err=True)
@@ -197,6 +226,28 @@ def validate(spec_files: tuple[str, ...], overrides: tuple[str, ...]) -> None:
     if failed:
         click.echo(f"{failed} of {len(spec_files)} files have errors", err=True)
         sys.exit(2)
+
+
+@main.command("diff")
+@click.argument("first", type=EXISTING_FILE)
+@click.argument("second", type=EXISTING_FILE)
+@click.option(
+    "--batch-size",
+    "-b",
+    default=128,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Batch size for the activation-memory totals.",
+)
+@user_errors
+def diff_(first: str, second: str, batch_size: int) -> None:
+    """Compare two networks (spec files or checkpoints): layers added, removed and changed,
+    then the totals. Exits with 0 when they are the same, 1 when they differ, 2 on errors."""
+    from cnnbuild.diff import diff
+
+    report, differ = diff(first, second, batch_size)
+    click.echo(report)
+    sys.exit(1 if differ else 0)
 
 
 @main.command()
@@ -225,9 +276,38 @@ def schema() -> None:
     "history  [default: runs/<name>, or runs/<name>-2, ... if taken]",
 )
 @click.option("--resume", type=EXISTING_FILE, help="Checkpoint (last.npz) to continue from.")
+@click.option(
+    "--tensorboard",
+    type=FOLDER,
+    help="Also write TensorBoard event files to this folder (needs cnnbuild[tensorboard]).",
+)
+@click.option(
+    "--init-from",
+    type=EXISTING_FILE,
+    help="Checkpoint to start from: layers whose name and parameter shapes match are loaded.",
+)
+@click.option(
+    "--freeze",
+    multiple=True,
+    metavar="NAME",
+    help="A layer whose parameters training leaves as they are (repeatable).",
+)
 @set_option
 @user_errors
-def train(spec_file: str, epochs, batch_size, lr, seed, data_dir, out, resume, overrides) -> None:
+def train(
+    spec_file: str,
+    epochs,
+    batch_size,
+    lr,
+    seed,
+    data_dir,
+    out,
+    resume,
+    tensorboard,
+    init_from,
+    freeze,
+    overrides,
+) -> None:
     """Train a network; print loss and accuracy per epoch.
 
     The spec's `training:` section gives the defaults; options override them. Each epoch
@@ -248,8 +328,59 @@ def train(spec_file: str, epochs, batch_size, lr, seed, data_dir, out, resume, o
             out=out,
             resume=resume,
             overrides=overrides,
+            tensorboard=tensorboard,
+            init_from=init_from,
+            freeze=list(freeze) or None,
         )
     )
+
+
+@main.command()
+@click.argument("spec_file", type=EXISTING_FILE)
+@click.option(
+    "--trials",
+    type=click.IntRange(1),
+    help="Trials in the study in all (re-running continues it)  [default: sweep.trials, or 16]",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Trials trained at once, in separate processes sharing the cores.",
+)
+@click.option(
+    "--storage",
+    metavar="URL",
+    help="Optuna storage shared by every process of the study, e.g. "
+    "postgresql://user:password@host/db  [default: sqlite:///<out>/study.db]",
+)
+@click.option("--study", metavar="NAME", help="Name of the study  [default: the network's name]")
+@click.option(
+    "--out",
+    type=FOLDER,
+    help="Sweep folder for the trials' run folders  [default: runs/<name>-sweep]",
+)
+@click.option("--show", is_flag=True, help="Print the leaderboard of the study; train nothing.")
+@set_option
+@user_errors
+def sweep(spec_file, trials, workers, storage, study, out, show, overrides) -> None:
+    """Search the variants the spec's `sweep:` section describes (needs cnnbuild[sweep]).
+
+    Each trial trains the spec with sampled --set values in its own run folder; the
+    leaderboard, sweep.csv, best.yaml and plots go to the sweep folder. Run the same
+    command again (or on another machine, with a shared --storage) to finish the study.
+    """
+    from cnnbuild.leaderboard import leaderboard, write_results
+    from cnnbuild.sweep import open_study, prepare, run_sweep
+
+    plan = prepare(spec_file, overrides, trials, storage, study, out)
+    status = 0 if show else run_sweep(plan, workers, lambda line: click.echo(line, err=True))
+    found = open_study(plan, create=False)
+    click.echo(leaderboard(plan, found.get_trials(deepcopy=False)))
+    written = write_results(plan, found)
+    click.echo(f"wrote {', '.join(str(path) for path in written)}", err=True)
+    sys.exit(status)
 
 
 @main.command()
@@ -305,7 +436,8 @@ def predict(checkpoint, images, index, split, data_dir, top_k, show) -> None:
 
     if not images and not index:
         raise click.UsageError("give image files, or --index N for a dataset image")
-    click.echo(predict_report(checkpoint, images, index, split, data_dir, top_k, show))
+    for line in predict_report(checkpoint, images, index, split, data_dir, top_k, show):
+        click.echo(line)
 
 
 @main.command()
@@ -392,3 +524,31 @@ def plot(run_dir: str) -> None:
     from cnnbuild.plot import plot_history
 
     click.echo(f"wrote {plot_history(run_dir)}")
+
+
+@main.command()
+@click.argument("source", type=PathWithoutNul(exists=True))
+@click.option(
+    "-o",
+    "--output",
+    type=PathWithoutNul(dir_okay=False),
+    help="HTML file to write, overwritten if it exists  [default: report.html in the run folder]",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["test", "train"]),
+    default="test",
+    show_default=True,
+    help="The dataset part that per-class accuracy, the confusion matrix and images show.",
+)
+@click.option("--data-dir", type=FOLDER, help="Folder holding the dataset.")
+@user_errors
+def report(source: str, output: str | None, split: str, data_dir: str | None) -> None:
+    """Write a run's report: one self-contained HTML page.
+
+    SOURCE is a run folder (runs/<name>), a checkpoint, or a sweep folder (with sweep.csv).
+    Predictions are recomputed from the checkpoint (best.npz in a run folder) and the dataset.
+    """
+    from cnnbuild.commands import report_from_cli
+
+    click.echo(f"wrote {report_from_cli(source, output, split, data_dir)}")

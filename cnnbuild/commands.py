@@ -3,7 +3,8 @@ find the data, pick the run folder, wire the trainer to its callbacks and the co
 
 from __future__ import annotations
 
-import io
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +22,20 @@ from cnnbuild.callbacks import (
 )
 from cnnbuild.checkpoint import RunCheckpoint
 from cnnbuild.console import ConsoleProgress, confusion_table
+from cnnbuild.constraints import check_constraints
 from cnnbuild.data import DataError, Dataset, load_dataset, load_image_file
 from cnnbuild.errors import CnnbuildError
 from cnnbuild.files import atomic_write
+from cnnbuild.finetune import check_freeze, freeze, init_from
 from cnnbuild.inference import checked_run, confusion_matrix, load_trained
 from cnnbuild.limits import check_memory, training_memory
 from cnnbuild.optim import optimizer_slots
 from cnnbuild.overrides import read_spec
+from cnnbuild.png import encode_png, enlarge
 from cnnbuild.runfolder import claimed
-from cnnbuild.train import Trainer, TrainingFailed, resolve_config
+from cnnbuild.specfile import Spec
+from cnnbuild.tensorboard import tensorboard_callbacks
+from cnnbuild.train import Callback, Trainer, TrainingFailed, resolve_config
 
 
 def train_from_cli(
@@ -50,63 +56,19 @@ def train_from_cli(
         config = _resumed_config(run, resume, flags)
     else:
         config = resolve_config(spec.data.get("training", {}), **flags)
-    net = plan(spec)
-    check_memory(
-        training_memory(net, config["batch_size"], optimizer_slots(config["optimizer"])),
-        f"training {net.name} at batch {config['batch_size']:,} (weights, optimizer state and "
-        "the activations training keeps)",
-        "use a smaller --batch-size, or a smaller network",
-    )
-    allocate(net, seed=config["seed"])
-    train_set = _dataset(config, "train", net)
-    test_set = _dataset(config, "test", net)
-    with claimed(net.name, out, resume) as run_dir:
-        network = {key: value for key, value in spec.data.items() if key != "training"}
-        record = {
-            "spec": str(spec_file),
-            "overrides": list(spec.overrides),
-            "training": config,
-            "network": network,  # the architecture trained: the file with the overrides
-        }
-        text = yaml.safe_dump(record, sort_keys=False, allow_unicode=True).encode()
-        atomic_write(run_dir / "config.yaml", lambda file: file.write(text))
-        checkpoints, signals = Checkpointer(run_dir), StopOnSignal()
-        callbacks = [checkpoints, HistoryWriter(run_dir), StopOnDivergence(), signals]
-        if config["early_stopping"]:
-            # first: the last.npz of the stopping epoch then records why it stopped
-            callbacks.insert(0, EarlyStopping(**config["early_stopping"]))
-        trainer = Trainer(net, config, train_set, test_set, [*callbacks, ConsoleProgress()])
-        trainer.overrides = list(spec.overrides)
-        if resume:
-            trainer.restore(resume)
-        held_out = trainer.validation_set
-        sizes = f"{len(trainer.train_set):,} training, " + (
-            f"{len(held_out):,} validation " if held_out is not None else ""
-        )
-        selected = (
-            "validation accuracy" if held_out is not None else "test accuracy (no validation split)"
-        )
+    board = tensorboard_callbacks(config)  # a missing extra stops the run before it starts
+    outcome = train_spec(spec, config, out=out, resume=resume, callbacks=board, console=True)
+    if outcome.signal is not None:
+        state, last = outcome.trainer.state, outcome.run_dir / "last.npz"
         click.echo(
-            f"training {net.name} on {config['dataset']}: {sizes}and {len(test_set):,} test "
-            f"images, {trainer.steps_per_epoch} steps per epoch; run folder {run_dir}; "
-            f"best.npz is selected on {selected}",
+            f"{outcome.trainer.stop_reason} at epoch {state.epoch + 1}, batch {state.batch}; "
+            f"saved {last} — continue with --resume {last}",
             err=True,
         )
-        try:
-            history = trainer.fit()
-        except TrainingFailed as failure:
-            last = checkpoints.last
-            kept = f"; {last} holds the last good state" if last.exists() else ""
-            raise TrainingFailed(f"{failure}{kept}") from None
-        if signals.received is not None:
-            state, last = trainer.state, checkpoints.last
-            click.echo(
-                f"{trainer.stop_reason} at epoch {state.epoch + 1}, batch {state.batch}; saved "
-                f"{last} — continue with --resume {last}",
-                err=True,
-            )
-            return 128 + signals.received
+        return 128 + outcome.signal
+    trainer, history, run_dir = outcome.trainer, outcome.history, outcome.run_dir
     _draw_curves(run_dir)
+    _write_report(run_dir, trainer.test_set)
     metric = trainer.selection_metric
     best = max(history, key=lambda record: record[metric])
     measured = "validation" if metric == "val_accuracy" else "test"
@@ -123,6 +85,94 @@ def train_from_cli(
             err=True,
         )
     return 0
+
+
+@dataclass
+class TrainedRun:
+    """What `train_spec` leaves: the trainer, its history and the run folder; ``signal`` is
+    the number of the signal that stopped it, if one did."""
+
+    trainer: Trainer
+    history: list[dict[str, float]]
+    run_dir: Path
+    signal: int | None
+
+
+def train_spec(
+    spec: Spec,
+    config: dict[str, Any],
+    *,
+    out: str | Path | None,
+    resume: str | None = None,
+    callbacks: Sequence[Callback] = (),
+    console: bool = True,
+) -> TrainedRun:
+    """Train the network of ``spec`` with the resolved ``config`` in a claimed run folder
+    (``out``, or a new one under runs/), with the standard callbacks, then ``callbacks``,
+    then (with ``console``) the progress bar and epoch table."""
+    net = plan(spec)
+    check_constraints(spec, net, config["batch_size"])
+    check_freeze(net, config["freeze"])
+    check_memory(
+        training_memory(net, config["batch_size"], optimizer_slots(config["optimizer"])),
+        f"training {net.name} at batch {config['batch_size']:,} (weights, optimizer state and "
+        "the activations training keeps)",
+        "use a smaller --batch-size, or a smaller network",
+    )
+    allocate(net, seed=config["seed"])
+    if config["init_from"] and not resume:  # a resumed run has its own weights
+        transfer = init_from(net, config["init_from"])
+        if console:
+            click.echo(str(transfer), err=True)
+    freeze(net, config["freeze"])
+    if console and config["freeze"]:
+        click.echo(f"frozen: {', '.join(config['freeze'])}", err=True)
+    train_set = _dataset(config, "train", net)
+    test_set = _dataset(config, "test", net)
+    with claimed(net.name, None if out is None else str(out), resume) as run_dir:
+        network = {k: v for k, v in spec.data.items() if k not in ("training", "sweep")}
+        record = {
+            "spec": spec.source,
+            "overrides": list(spec.overrides),
+            "training": config,
+            "network": network,  # the architecture trained: the file with the overrides
+        }
+        text = yaml.safe_dump(record, sort_keys=False, allow_unicode=True).encode()
+        atomic_write(run_dir / "config.yaml", lambda file: file.write(text))
+        checkpoints, signals = Checkpointer(run_dir), StopOnSignal()
+        standard = [checkpoints, HistoryWriter(run_dir), StopOnDivergence(), signals]
+        if config["early_stopping"]:
+            # first: the last.npz of the stopping epoch then records why it stopped
+            standard.insert(0, EarlyStopping(**config["early_stopping"]))
+        shown = [ConsoleProgress()] if console else []
+        trainer = Trainer(net, config, train_set, test_set, [*standard, *callbacks, *shown])
+        trainer.overrides = list(spec.overrides)
+        if resume:
+            trainer.restore(resume)
+        if console:
+            click.echo(_first_line(trainer, config, run_dir), err=True)
+        try:
+            history = trainer.fit()
+        except TrainingFailed as failure:
+            last = checkpoints.last
+            kept = f"; {last} holds the last good state" if last.exists() else ""
+            raise TrainingFailed(f"{failure}{kept}") from None
+    return TrainedRun(trainer, history, run_dir, signals.received)
+
+
+def _first_line(trainer: Trainer, config: dict[str, Any], run_dir: Path) -> str:
+    held_out = trainer.validation_set
+    sizes = f"{len(trainer.train_set):,} training" + (
+        f", {len(held_out):,} validation" if held_out is not None else ""
+    )
+    selected = (
+        "validation accuracy" if held_out is not None else "test accuracy (no validation split)"
+    )
+    return (
+        f"training {trainer.net.name} on {config['dataset']}: {sizes} and "
+        f"{len(trainer.test_set):,} test images, {trainer.steps_per_epoch} steps per epoch; "
+        f"run folder {run_dir}; best.npz is selected on {selected}"
+    )
 
 
 def _resume_overrides(spec: Any, flags: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +197,7 @@ def _check_same_network(
     given: dict[str, Any], saved: dict[str, Any], spec_file: str, checkpoint: str
 ) -> None:
     """Refuse to resume a checkpoint with a spec of another architecture."""
-    for key in ("input", "classes", "layers"):
+    for key in ("input", "classes", "layers", "blocks"):
         if given.get(key) == saved.get(key):
             continue
         if key == "layers":
@@ -159,6 +209,10 @@ def _check_same_network(
             else:
                 a, b = given["layers"][index], saved["layers"][index]
                 difference = f"layers[{index}] is {_flow(a)} here but {_flow(b)} there"
+        elif key == "blocks":
+            mine, theirs = given.get("blocks") or {}, saved.get("blocks") or {}
+            names = [n for n in {**mine, **theirs} if mine.get(n) != theirs.get(n)]
+            difference = f"the block {names[0]!r} is defined differently"
         else:
             difference = f"{key} is {given.get(key)} here but {saved.get(key)} there"
         raise CnnbuildError(
@@ -168,14 +222,16 @@ def _check_same_network(
         )
 
 
-def _flow(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, sort_keys=False).strip()
+def _flow(value: Any, width: int = 80) -> str:
+    """``value`` as one YAML flow line, wrapped beyond ``width`` characters."""
+    return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=width).strip()
 
 
 def _resumed_config(run: RunCheckpoint, checkpoint: str, flags: dict[str, Any]) -> dict[str, Any]:
     """A resumed run keeps its saved settings; only --epochs and --data-dir may change, and
-    there must be epochs left to train."""
-    fixed = [name for name in ("batch_size", "lr", "seed") if flags.get(name) is not None]
+    there must be epochs left to train. It logs to TensorBoard only when given --tensorboard."""
+    kept = ("batch_size", "lr", "seed", "init_from", "freeze")
+    fixed = [name for name in kept if flags.get(name) is not None]
     if fixed:
         option = "--" + fixed[0].replace("_", "-")
         raise click.UsageError(
@@ -186,6 +242,7 @@ def _resumed_config(run: RunCheckpoint, checkpoint: str, flags: dict[str, Any]) 
     for name in ("epochs", "data_dir"):
         if flags.get(name) is not None:
             config[name] = flags[name]
+    config["tensorboard"] = flags.get("tensorboard")  # this command's choice, never the file's
     done = run.state.epoch
     if config["epochs"] <= done:
         raise click.UsageError(
@@ -239,6 +296,13 @@ def _draw_curves(run_dir: Path) -> None:
         click.echo(f"note: {error}", err=True)
 
 
+def _write_report(run_dir: Path, test_set: Dataset) -> None:
+    try:
+        click.echo(f"wrote {report_from_cli(run_dir, dataset=test_set)}", err=True)
+    except CnnbuildError as error:
+        click.echo(f"note: report.html not written: {error}", err=True)
+
+
 # --- evaluate and predict --------------------------------------------------------------------
 
 
@@ -275,11 +339,11 @@ def predict_report(
     data_dir: str | None,
     top_k: int,
     show: bool,
-) -> str:
-    """The top-k classes for each dataset index and each image file, as text."""
+) -> Iterator[str]:
+    """The top-k classes for each dataset index and each image file, line by line (with
+    ``show``, each index's image is written after its prediction is given)."""
     model = load_trained(checkpoint)
     top_k = min(top_k, model.net.classes)
-    lines: list[str] = []
     if indices:
         dataset = _checkpoint_dataset(model.run.config, split, data_dir, model.net)
         for index in indices:
@@ -295,16 +359,16 @@ def predict_report(
             truth = model.class_names[dataset.labels[index]]
             guess = model.class_names[int(p.argmax())]
             verdict = "right" if guess == truth else "wrong"
-            lines.append(f"{split}[{index}]: predicted {guess}, true {truth} ({verdict})")
-            lines += _top(p, model.class_names, top_k)
+            yield f"{split}[{index}]: predicted {guess}, true {truth} ({verdict})"
+            yield from _top(p, model.class_names, top_k)
             if show:
-                lines.append(f"  image written to {_write_png(image, f'{split}_{index}')}")
+                path = _write_png(image, f"{split}_{index}")
+                yield f"  image written to {path} (predicted {guess}, true {truth})"
     if image_files:
         images = np.stack([load_image_file(path, model.net.input_shape) for path in image_files])
         for path, p in zip(image_files, model.probabilities(images), strict=True):
-            lines.append(f"{path}: predicted {model.class_names[int(p.argmax())]}")
-            lines += _top(p, model.class_names, top_k)
-    return "\n".join(lines)
+            yield f"{path}: predicted {model.class_names[int(p.argmax())]}"
+            yield from _top(p, model.class_names, top_k)
 
 
 def _top(p: np.ndarray, names: list[str], k: int) -> list[str]:
@@ -314,20 +378,15 @@ def _top(p: np.ndarray, names: list[str], k: int) -> list[str]:
 
 
 def _write_png(image: np.ndarray, stem: str) -> Path:
-    """Write a uint8 (C, H, W) image, enlarged for viewing, to a new file in the current
-    folder: ``stem.png``, or ``stem-2.png``, ... so that no file is overwritten."""
-    from cnnbuild.data.folder import pillow
-
-    scale = max(1, 256 // max(image.shape[1:]))
-    pixels = image.repeat(scale, axis=1).repeat(scale, axis=2)
-    picture = pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)
-    encoded = io.BytesIO()
-    pillow().fromarray(np.ascontiguousarray(picture)).save(encoded, format="PNG")
+    """Write a uint8 (C, H, W) image, enlarged for viewing (nearest neighbour, to up to 256
+    pixels), to a new file in the current folder: ``stem.png``, or ``stem-2.png``, ... so
+    that no file is overwritten. Needs no Pillow."""
+    encoded = encode_png(enlarge(image, 256))
     for number in range(1, 10_000):
         path = Path(f"{stem}.png" if number == 1 else f"{stem}-{number}.png")
         try:
             with path.open("xb") as file:  # "x": never replaces an existing file
-                file.write(encoded.getvalue())
+                file.write(encoded)
             return path
         except FileExistsError:
             continue
@@ -371,9 +430,17 @@ def spec_from_checkpoint(checkpoint: str) -> str:
     that validates and rebuilds the same network (one layer a line, as in archs/)."""
     _, spec = checked_run(checkpoint)
     data = spec.data
-    head = {key: value for key, value in data.items() if key not in ("layers", "training")}
+    head = {k: v for k, v in data.items() if k not in ("layers", "training", "blocks")}
     lines = [SPEC_HEADER.format(checkpoint=checkpoint).rstrip()]
     lines.append(yaml.safe_dump(head, sort_keys=False, default_flow_style=None).rstrip())
+    if data.get("blocks"):
+        lines.append("blocks:")
+        for name, block in data["blocks"].items():
+            lines.append(f"  {name}:")
+            if "params" in block:
+                lines.append(f"    params: {_flow(block['params'])}")
+            lines.append("    layers:")
+            lines += [f"      - {_flow(item, width=1000)}" for item in block["layers"]]
     lines.append("layers:")
     lines += [f"  - {_flow(item)}" for item in data["layers"]]
     training = yaml.safe_dump({"training": data["training"]}, sort_keys=False)
@@ -412,3 +479,32 @@ def draw(source: str, fmt: str, output: str | None, overrides: tuple[str, ...] =
         return drawn.decode() if isinstance(drawn, bytes) else drawn
     write_text(output, drawn)
     return None
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def report_from_cli(
+    source: str | Path,
+    output: str | Path | None = None,
+    split: str = "test",
+    data_dir: str | None = None,
+    dataset: Dataset | None = None,
+) -> Path:
+    """Write the HTML report of a run folder, checkpoint or sweep folder (``source``) to
+    ``output`` (default: report.html in its folder); predictions are made on ``split`` of
+    the checkpoint's dataset, or on ``dataset`` when given. Returns the file written."""
+    from cnnbuild.report import architecture_svg, default_output, find_run, render_report
+
+    files = find_run(source)
+    model = svg = None
+    note = ""
+    if files.checkpoint is not None:
+        model = load_trained(files.checkpoint)
+        if dataset is None:
+            dataset = _checkpoint_dataset(model.run.config, split, data_dir, model.net)
+        svg, note = architecture_svg(model.net)
+    html = render_report(files, model, dataset, split, svg, note)
+    path = Path(output) if output is not None else default_output(source)
+    write_text(str(path), html)
+    return path

@@ -101,6 +101,22 @@ TRAINING: dict[str, Option] = {
         "stopping then select on it. null: none.",
         None,
     ),
+    "tensorboard": Option(
+        {"type": ["string", "null"]},
+        "Folder to write TensorBoard event files to (needs cnnbuild[tensorboard]); null: none.",
+        None,
+    ),
+    "init_from": Option(
+        {"type": ["string", "null"]},
+        "Checkpoint to start from: every layer whose name and parameter shapes match is "
+        "loaded from it (fine-tuning); null: fresh weights.",
+        None,
+    ),
+    "freeze": Option(
+        {"type": "array", "items": {"type": "string"}},
+        "Names of layers whose parameters (and batch-norm statistics) training leaves as they are.",
+        [],
+    ),
     "early_stopping": _nullable_section(
         EARLY_STOPPING,
         "Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs "
