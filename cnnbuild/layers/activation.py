@@ -199,7 +199,7 @@ class Identity(Layer):
     """y = x."""
 
     type_name = "identity"
-    description = "Passes its input on unchanged (a named junction, or a placeholder)."
+    description = "Passes its input on unchanged: a named junction in a graph."
 
     def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
         """x: (N, ...) -> x itself."""
