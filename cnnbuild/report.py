@@ -24,6 +24,7 @@ import yaml
 from cnnbuild import __version__
 from cnnbuild.charts import heatmap, line_chart
 from cnnbuild.checkpoint import read_run
+from cnnbuild.console import duration
 from cnnbuild.data import Dataset
 from cnnbuild.errors import CnnbuildError
 from cnnbuild.graph import Network
@@ -153,7 +154,7 @@ def _header(
         seconds = sum(record["seconds"] for record in history)
         epochs = int(history[-1]["epoch"])
         facts.append(
-            ("trained", f"{epochs} epoch{'s' if epochs != 1 else ''} in {_duration(seconds)}")
+            ("trained", f"{epochs} epoch{'s' if epochs != 1 else ''} in {duration(seconds)}")
         )
         measured = "val_accuracy" if "val_accuracy" in history[-1] else "test_accuracy"
         best = max(history, key=lambda record: record[measured])
@@ -435,12 +436,6 @@ def _table(head: Sequence[str], body: Sequence[Sequence[str]], numeric: set[int]
 
     rows = "".join(f"<tr>{cells('td', row)}</tr>" for row in body)
     return f"<table><thead><tr>{cells('th', head)}</tr></thead><tbody>{rows}</tbody></table>"
-
-
-def _duration(seconds: float) -> str:
-    minutes, second = divmod(round(seconds), 60)
-    hours, minute = divmod(minutes, 60)
-    return f"{hours}:{minute:02}:{second:02}" if hours else f"{minute}:{second:02}"
 
 
 def _numeric(texts: list[str | None]) -> bool:
