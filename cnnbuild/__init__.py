@@ -9,7 +9,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# OpenBLAS's idle threads spin for about 0.1 s before they sleep, taking a core from whatever
+# runs next: the fast engine's compiled passes, or the other training workers. A short
+# timeout (2^1 cycles, the least) lets them sleep at once; OpenBLAS reads it when numpy
+# loads it, so it is set here, before cnnbuild imports numpy.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "1")
 
 __version__ = "0.1.0"
 __all__ = ["load", "loads", "plan"]

@@ -17,6 +17,8 @@ from typing import Any
 
 import click
 
+from cnnbuild.engine import ENGINES
+
 
 class PathWithoutNul(click.Path):
     """A path, refused with a message when it holds a NUL byte (no file name can)."""
@@ -109,6 +111,17 @@ def set_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
+def engine_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--engine auto|numpy|fast``: what computes the passes."""
+    return click.option(
+        "--engine",
+        type=click.Choice(ENGINES),
+        default=None,
+        help="numpy (the reference), fast (compiled kernels, needs cnnbuild[fast]) or auto "
+        "(fast when installed)  [default: training.engine, else auto]",
+    )(command)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="cnnbuild")
 def main() -> None:
@@ -187,17 +200,25 @@ def summary(
     type=click.IntRange(1),
     help="Training steps to time (after two warm-up steps).",
 )
+@engine_option
 @set_option
 @user_errors
-def time_(spec_file: str, batch_size: int, steps: int, overrides: tuple[str, ...]) -> None:
+def time_(
+    spec_file: str, batch_size: int, steps: int, engine: str, overrides: tuple[str, ...]
+) -> None:
     """Time each layer's forward and backward pass in training."""
     from cnnbuild.builder import allocate, plan
+    from cnnbuild.engine import compile_note
     from cnnbuild.overrides import read_spec
     from cnnbuild.timing import check_step_memory, render, time_step
 
-    net = plan(read_spec(spec_file, overrides))
+    spec = read_spec(spec_file, overrides)
+    net = plan(spec)
     check_step_memory(net, batch_size)  # before the weights, too, are allocated
-    click.echo(render(time_step(allocate(net), batch_size, steps)))
+    engine = engine or spec.data.get("training", {}).get("engine", "auto")
+    click.echo(render(time_step(allocate(net), batch_size, steps, engine=engine)))
+    if note := compile_note():
+        click.echo(note, err=True)
 
 
 @main.command()
@@ -292,6 +313,7 @@ def schema() -> None:
     metavar="NAME",
     help="A layer whose parameters training leaves as they are (repeatable).",
 )
+@engine_option
 @set_option
 @user_errors
 def train(
@@ -306,6 +328,7 @@ def train(
     tensorboard,
     init_from,
     freeze,
+    engine,
     overrides,
 ) -> None:
     """Train a network; print loss and accuracy per epoch.
@@ -331,6 +354,7 @@ def train(
             tensorboard=tensorboard,
             init_from=init_from,
             freeze=list(freeze) or None,
+            engine=engine,
         )
     )
 
@@ -393,12 +417,13 @@ def sweep(spec_file, trials, workers, storage, study, out, show, overrides) -> N
     help="Which part of the dataset to measure.",
 )
 @click.option("--data-dir", type=FOLDER, help="Folder holding the dataset.")
+@engine_option
 @user_errors
-def evaluate(checkpoint: str, split: str, data_dir: str | None) -> None:
+def evaluate(checkpoint: str, split: str, data_dir: str | None, engine: str | None) -> None:
     """Accuracy, per-class accuracy, confusion matrix."""
     from cnnbuild.commands import evaluate_report
 
-    click.echo(evaluate_report(checkpoint, split, data_dir))
+    click.echo(evaluate_report(checkpoint, split, data_dir, engine))
 
 
 @main.command()
@@ -426,8 +451,9 @@ def evaluate(checkpoint: str, split: str, data_dir: str | None) -> None:
     help="How many classes to list, most probable first.",
 )
 @click.option("--show", is_flag=True, help="Also write each --index image to a PNG file.")
+@engine_option
 @user_errors
-def predict(checkpoint, images, index, split, data_dir, top_k, show) -> None:
+def predict(checkpoint, images, index, split, data_dir, top_k, show, engine) -> None:
     """Classify dataset images (--index) or image files.
 
     IMAGES are your own files (PNG, JPEG, ...), converted to the network's input shape.
@@ -436,7 +462,8 @@ def predict(checkpoint, images, index, split, data_dir, top_k, show) -> None:
 
     if not images and not index:
         raise click.UsageError("give image files, or --index N for a dataset image")
-    for line in predict_report(checkpoint, images, index, split, data_dir, top_k, show):
+    lines = predict_report(checkpoint, images, index, split, data_dir, top_k, show, engine)
+    for line in lines:
         click.echo(line)
 
 

@@ -24,6 +24,8 @@ from cnnbuild.checkpoint import RunCheckpoint
 from cnnbuild.console import ConsoleProgress, confusion_table
 from cnnbuild.constraints import check_constraints
 from cnnbuild.data import DataError, Dataset, load_dataset, load_image_file
+from cnnbuild.engine import compile_note
+from cnnbuild.engine import use as use_engine
 from cnnbuild.errors import CnnbuildError
 from cnnbuild.files import atomic_write
 from cnnbuild.finetune import check_freeze, freeze, init_from
@@ -36,6 +38,8 @@ from cnnbuild.runfolder import claimed
 from cnnbuild.specfile import Spec
 from cnnbuild.tensorboard import tensorboard_callbacks
 from cnnbuild.train import Callback, Trainer, TrainingFailed, resolve_config
+
+RESUME_MAY_CHANGE = ("epochs", "data_dir", "engine")  # settings a resumed run may change
 
 
 def train_from_cli(
@@ -67,6 +71,8 @@ def train_from_cli(
         )
         return 128 + outcome.signal
     trainer, history, run_dir = outcome.trainer, outcome.history, outcome.run_dir
+    if note := compile_note():
+        click.echo(note, err=True)
     _draw_curves(run_dir)
     _write_report(run_dir, trainer.test_set)
     metric = trainer.selection_metric
@@ -146,11 +152,12 @@ def train_spec(
             standard.insert(0, EarlyStopping(**config["early_stopping"]))
         shown = [ConsoleProgress()] if console else []
         trainer = Trainer(net, config, train_set, test_set, [*standard, *callbacks, *shown])
+        engine = use_engine(net, config["engine"], trainer.optimizer)
         trainer.overrides = list(spec.overrides)
         if resume:
             trainer.restore(resume)
         if console:
-            click.echo(_first_line(trainer, config, run_dir), err=True)
+            click.echo(_first_line(trainer, config, run_dir, engine), err=True)
         try:
             history = trainer.fit()
         except TrainingFailed as failure:
@@ -160,7 +167,7 @@ def train_spec(
     return TrainedRun(trainer, history, run_dir, signals.received)
 
 
-def _first_line(trainer: Trainer, config: dict[str, Any], run_dir: Path) -> str:
+def _first_line(trainer: Trainer, config: dict[str, Any], run_dir: Path, engine: str) -> str:
     held_out = trainer.validation_set
     sizes = f"{len(trainer.train_set):,} training" + (
         f", {len(held_out):,} validation" if held_out is not None else ""
@@ -169,24 +176,26 @@ def _first_line(trainer: Trainer, config: dict[str, Any], run_dir: Path) -> str:
         "validation accuracy" if held_out is not None else "test accuracy (no validation split)"
     )
     return (
-        f"training {trainer.net.name} on {config['dataset']}: {sizes} and "
+        f"training {trainer.net.name} on {config['dataset']} with the {engine} engine: {sizes} and "
         f"{len(trainer.test_set):,} test images, {trainer.steps_per_epoch} steps per epoch; "
         f"run folder {run_dir}; best.npz is selected on {selected}"
     )
 
 
 def _resume_overrides(spec: Any, flags: dict[str, Any]) -> dict[str, Any]:
-    """On resume, `--set training.epochs` and `training.data_dir` act as --epochs and
-    --data-dir; other training settings are the checkpoint's and cannot change."""
+    """On resume, `--set training.epochs`, `training.data_dir` and `training.engine` act as
+    --epochs, --data-dir and --engine; other training settings are the checkpoint's and
+    cannot change."""
     flags = dict(flags)
     for path, flag in spec.overridden.items():
         if path[:1] != ("training",):
             continue
         key = path[1] if len(path) > 1 else None
-        if key not in ("epochs", "data_dir"):
+        if key not in RESUME_MAY_CHANGE:
             raise click.UsageError(
                 f"{flag} cannot change when resuming: the run continues with the settings "
-                "saved in the checkpoint (only training.epochs and training.data_dir may)"
+                "saved in the checkpoint (only training.epochs, training.data_dir and "
+                "training.engine may)"
             )
         if flags.get(key) is None:
             flags[key] = spec.data["training"][key]
@@ -228,8 +237,9 @@ def _flow(value: Any, width: int = 80) -> str:
 
 
 def _resumed_config(run: RunCheckpoint, checkpoint: str, flags: dict[str, Any]) -> dict[str, Any]:
-    """A resumed run keeps its saved settings; only --epochs and --data-dir may change, and
-    there must be epochs left to train. It logs to TensorBoard only when given --tensorboard."""
+    """A resumed run keeps its saved settings; only --epochs, --data-dir and --engine may
+    change, and there must be epochs left to train. It logs to TensorBoard only when given
+    --tensorboard."""
     kept = ("batch_size", "lr", "seed", "init_from", "freeze")
     fixed = [name for name in kept if flags.get(name) is not None]
     if fixed:
@@ -239,7 +249,7 @@ def _resumed_config(run: RunCheckpoint, checkpoint: str, flags: dict[str, Any]) 
             f"saved in {checkpoint}"
         )
     config = resolve_config(run.config)
-    for name in ("epochs", "data_dir"):
+    for name in RESUME_MAY_CHANGE:
         if flags.get(name) is not None:
             config[name] = flags[name]
     config["tensorboard"] = flags.get("tensorboard")  # this command's choice, never the file's
@@ -306,9 +316,11 @@ def _write_report(run_dir: Path, test_set: Dataset) -> None:
 # --- evaluate and predict --------------------------------------------------------------------
 
 
-def evaluate_report(checkpoint: str, split: str, data_dir: str | None) -> str:
+def evaluate_report(
+    checkpoint: str, split: str, data_dir: str | None, engine: str | None = None
+) -> str:
     """Accuracy, per-class accuracy and the confusion matrix, as text."""
-    model = load_trained(checkpoint)
+    model = load_trained(checkpoint, engine)
     dataset = _checkpoint_dataset(model.run.config, split, data_dir, model.net)
     predictions = model.probabilities(dataset.images).argmax(axis=1)
     counts = confusion_matrix(dataset.labels, predictions, model.net.classes)
@@ -339,10 +351,11 @@ def predict_report(
     data_dir: str | None,
     top_k: int,
     show: bool,
+    engine: str | None = None,
 ) -> Iterator[str]:
     """The top-k classes for each dataset index and each image file, line by line (with
     ``show``, each index's image is written after its prediction is given)."""
-    model = load_trained(checkpoint)
+    model = load_trained(checkpoint, engine)
     top_k = min(top_k, model.net.classes)
     if indices:
         dataset = _checkpoint_dataset(model.run.config, split, data_dir, model.net)

@@ -15,6 +15,7 @@ from cnnbuild.checkpoint import (
     load_network_state,
     read_run,
 )
+from cnnbuild.engine import use as use_engine
 from cnnbuild.errors import SpecError
 from cnnbuild.graph import PREDICT_BATCH, Network
 from cnnbuild.limits import check_memory, inference_memory
@@ -60,9 +61,10 @@ def checked_run(path: str | Path) -> tuple[RunCheckpoint, Spec]:
     return run, spec
 
 
-def load_trained(path: str | Path) -> TrainedModel:
-    """Rebuild the network saved in a checkpoint; the checkpoint alone is enough. Sizes are
-    checked against the saved arrays and the memory available before weights exist."""
+def load_trained(path: str | Path, engine: str | None = None) -> TrainedModel:
+    """Rebuild the network saved in a checkpoint on ``engine`` (default: the one its
+    training settings name, else auto); the checkpoint alone is enough. Sizes are checked
+    against the saved arrays and the memory available before weights exist."""
     run, spec = checked_run(path)
     try:
         net = plan(spec)
@@ -76,6 +78,7 @@ def load_trained(path: str | Path) -> TrainedModel:
     )
     allocate(net)
     load_network_state(net, run, path)
+    use_engine(net, engine or run.config.get("engine", "auto"))
     names = run.class_names
     if len(names) != net.classes:
         names = [str(i) for i in range(net.classes)]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cnnbuild.engine import use as use_engine
 from cnnbuild.graph import Network, Observer
 from cnnbuild.limits import allocated_memory, check_memory, training_memory
 from cnnbuild.optim import make_optimizer, optimizer_slots
@@ -40,6 +41,7 @@ class StepTime:
     layers: list[LayerTime]
     update_ms: float  # the optimizer step
     step_ms: float  # forward + backward + update, timed as a whole
+    engine: str = "numpy"
 
     @property
     def images_per_second(self) -> float:
@@ -53,18 +55,21 @@ def time_step(
     warmup: int = 2,
     optimizer: dict | None = None,
     seed: int = 0,
+    engine: str = "auto",
 ) -> StepTime:
-    """Train ``net`` for ``warmup + steps`` steps on random data and time every layer.
+    """Train ``net`` on ``engine`` for ``warmup + steps`` steps on random data and time
+    every layer.
 
     optimizer: a config such as ``{"type": "adam"}``; default: the spec's ``training:``
     optimizer, else Adam. The network's weights change, as in training.
     """
     config = _optimizer_config(net, optimizer)
     check_step_memory(net, batch_size, config)
+    opt = make_optimizer(config, net.params, net.roles)
+    engine = use_engine(net, engine, opt)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch_size, *net.input_shape), dtype=np.float32)
     labels = rng.integers(0, net.classes, batch_size)
-    opt = make_optimizer(config, net.params, net.roles)
     updates, totals = [], []
     with net.observed(_Stopwatch()) as watch:
         for step in range(warmup + steps):
@@ -89,7 +94,9 @@ def time_step(
         )
         for node in net.nodes
     ]
-    return StepTime(net.name, batch_size, steps, layers, _median_ms(updates), _median_ms(totals))
+    return StepTime(
+        net.name, batch_size, steps, layers, _median_ms(updates), _median_ms(totals), engine
+    )
 
 
 def check_step_memory(net: Network, batch_size: int, optimizer: dict | None = None) -> None:
@@ -128,7 +135,8 @@ def render(timing: StepTime) -> str:
     backward = sum(t.backward_ms for t in timing.layers)
     return "\n".join(
         [
-            f"{timing.name}: batch {timing.batch_size}, median of {timing.steps} training steps",
+            f"{timing.name}: batch {timing.batch_size}, {timing.engine} engine, median of "
+            f"{timing.steps} training steps",
             "",
             *aligned(header, rows, right={2, 3, 4}),
             f"forward:   {forward:9.2f} ms",

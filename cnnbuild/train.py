@@ -31,6 +31,7 @@ from cnnbuild.checkpoint import (
 from cnnbuild.data import Dataset, dataset_names
 from cnnbuild.data.batches import crop_problem, random_crop, random_flip
 from cnnbuild.data.normalization import Normalization
+from cnnbuild.engine import ENGINES
 from cnnbuild.errors import CnnbuildError, ConfigError
 from cnnbuild.graph import Network
 from cnnbuild.layers.output import cross_entropy
@@ -77,6 +78,12 @@ TRAINING: dict[str, Option] = {
         None,
     ),
     "epochs": integer(1, "Number of passes over the training set.", 10),
+    "engine": choice(
+        list(ENGINES),
+        "What computes the passes: numpy (the reference), fast (compiled kernels, needs "
+        "cnnbuild[fast]), or auto (fast when it is installed). Results agree to float rounding.",
+        "auto",
+    ),
     "batch_size": integer(1, "Images per training step.", 128),
     "seed": integer(
         0, "Seed of the one random generator (weights, shuffling, dropout, augmentation).", 0

@@ -1,3 +1,5 @@
+import importlib.util
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -7,6 +9,24 @@ from datafiles import Server, isolate, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCHS = sorted((ROOT / "archs").glob("*.yaml"))
+
+
+def require_engine(engine: str) -> None:
+    """Skip a test of the fast engine without numba, except in CI, which installs it (the
+    test extra): there a missing numba fails."""
+    if engine == "fast" and importlib.util.find_spec("numba") is None:
+        if os.environ.get("CI"):
+            pytest.fail("numba is missing: CI installs it (pip install -e '.[test]')")
+        pytest.skip("the fast engine needs numba: pip install 'cnnbuild[fast]'")
+
+
+@pytest.fixture
+def fast_engine():
+    """The cnnbuild.fast package (see ``require_engine``)."""
+    require_engine("fast")
+    import cnnbuild.fast
+
+    return cnnbuild.fast
 
 
 @pytest.fixture

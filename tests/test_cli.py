@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 from conftest import ROOT
 
@@ -76,3 +77,21 @@ def test_help_does_not_import_numpy():
     code = "import sys, cnnbuild.cli; print('numpy' in sys.modules, 'jsonschema' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["summary", "archs/mnist.yaml"], ["validate", "archs/mnist.yaml"], ["schema"]],
+    ids=["summary", "validate", "schema"],
+)
+def test_commands_that_compute_nothing_do_not_import_numba(args):
+    """numba takes a second to import: only commands that run the fast engine pay for it."""
+    code = (
+        "import sys\nfrom cnnbuild.cli import main\n"
+        f"try:\n    main({args!r})\n"
+        "except SystemExit as stop:\n    assert not stop.code, stop.code\n"
+        "print('numba' in sys.modules, file=sys.stderr)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.split()[-1] == "False"

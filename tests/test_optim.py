@@ -342,3 +342,17 @@ def test_registering_a_type_twice_is_refused():
 def test_bad_config_is_refused(config, message):
     with pytest.raises(ConfigError, match=message):
         make_optimizer(config, make_params())
+
+
+@pytest.mark.parametrize("type_name", ["adam", "momentum"])
+def test_the_fast_engines_updates_match_the_equations(type_name, fast_engine):
+    """The compiled one-pass updates follow the same equations, weight decay included."""
+    config = CONFIGS[type_name]
+    params = make_params()
+    opt = make_optimizer({"type": type_name, **config}, params, weights_decay(params))
+    opt.__class__ = fast_engine.FAST_OPTIMIZERS[type(opt)]
+    for g in (G1, G2):
+        opt.step(dict.fromkeys(params, g))
+    for key, decay in (("fc.W", True), ("fc.b", False), ("bn.gamma", False)):
+        expected = reference(type_name, config, P0, [G1, G2], decay)
+        np.testing.assert_allclose(params[key], expected, rtol=1e-6, atol=1e-7, err_msg=key)

@@ -350,7 +350,10 @@ def test_divergence_is_caught_in_every_array_and_never_saved(tmp_path, spec_file
         tried += 1
         if code == 0:  # trained without anything becoming non-finite
             continue
-        assert code == 2 and ("non-finite" in output or "became" in output), output
+        # an array turns non-finite; or (the fast engine sums in float64, so batch-norm
+        # statistics overflow later) the loss stalls at certainty of wrong classes
+        caught = ("non-finite", "became", "training has diverged")
+        assert code == 2 and any(words in output for words in caught), output
         assert "layer" in output or "input" in output, output
         stopped += 1
         if (out / "last.npz").exists():

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, require_engine
 from promises import FULL, record
 from test_train import SPEC, TEST, TRAIN, StopAfter
 
 import cnnbuild
 from cnnbuild.callbacks import standard_callbacks
 from cnnbuild.data import Dataset
+from cnnbuild.engine import use as use_engine
 from cnnbuild.graph import Observer
 from cnnbuild.train import Callback, Trainer, TrainingFailed, resolve_config
 
@@ -32,12 +33,16 @@ def synthetic(shape: tuple[int, ...], n: int, seed: int) -> Dataset:
     return Dataset("synthetic", images, rng.integers(0, 10, n), tuple(map(str, range(10))))
 
 
-def arch_trainer(arch: str, run_dir: Path, epochs: int, callbacks=(), **settings) -> Trainer:
+def arch_trainer(
+    arch: str, run_dir: Path, epochs: int, callbacks=(), engine: str = "numpy", **settings
+) -> Trainer:
     net = cnnbuild.load(ROOT / "archs" / f"{arch}.yaml", seed=0)
     settings = {"batch_size": 4, **settings}
     config = resolve_config(net.spec.get("training", {}), epochs=epochs, **settings)
     train, test = synthetic(net.input_shape, 8, 1), synthetic(net.input_shape, 4, 2)
-    return Trainer(net, config, train, test, [*standard_callbacks(run_dir), *callbacks])
+    trainer = Trainer(net, config, train, test, [*standard_callbacks(run_dir), *callbacks])
+    use_engine(net, engine, trainer.optimizer)
+    return trainer
 
 
 def everything(trainer: Trainer) -> dict[str, np.ndarray]:
@@ -60,17 +65,19 @@ def difference(a: Trainer, b: Trainer) -> float:
     return max(worst, *numbers)
 
 
+@pytest.mark.parametrize("engine", ["numpy", "fast"])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_stopping_and_resuming_gives_the_same_run_bit_for_bit(tmp_path, arch):
-    straight = arch_trainer(arch, tmp_path / "straight", EPOCHS)
+def test_stopping_and_resuming_gives_the_same_run_bit_for_bit(tmp_path, arch, engine):
+    require_engine(engine)
+    straight = arch_trainer(arch, tmp_path / "straight", EPOCHS, engine=engine)
     straight.fit()
     diffs = {}
     for how, steps in (("at the end of epoch 1", 2), ("in the middle of epoch 2", 3)):
         run_dir = tmp_path / f"stopped{steps}"
-        stopped = arch_trainer(arch, run_dir, EPOCHS, [StopAfter(steps)])
+        stopped = arch_trainer(arch, run_dir, EPOCHS, [StopAfter(steps)], engine=engine)
         stopped.fit()
         assert stopped.stopped
-        resumed = arch_trainer(arch, run_dir, EPOCHS)
+        resumed = arch_trainer(arch, run_dir, EPOCHS, engine=engine)
         resumed.restore(run_dir / "last.npz")
         resumed.fit()
         assert len(resumed.state.history) == EPOCHS
@@ -78,7 +85,7 @@ def test_stopping_and_resuming_gives_the_same_run_bit_for_bit(tmp_path, arch):
     layers = {node.layer.type_name for node in straight.net.nodes}
     record(
         7,
-        f"{arch} ({straight.optimizer.type_name}, {', '.join(sorted(layers))})",
+        f"{arch}, {engine} engine ({straight.optimizer.type_name}, {', '.join(sorted(layers))})",
         f"{EPOCHS} epochs straight vs stopped {' / '.join(diffs)}: max abs diff "
         f"{max(diffs.values()):g} (weights, optimizer, generators, history)",
     )

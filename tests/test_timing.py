@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
-from conftest import ROOT
+from conftest import ROOT, require_engine
 
 from cnnbuild.builder import load
 from cnnbuild.cli import main
@@ -37,13 +38,16 @@ def test_render_shows_shares_that_add_up():
     assert "images/s" in text
 
 
-def test_time_command_prints_the_table():
+@pytest.mark.parametrize("engine", ["numpy", "fast"])
+def test_time_command_prints_the_table(engine):
+    require_engine(engine)
     result = CliRunner().invoke(
-        main, ["time", str(ROOT / "archs" / "mnist.yaml"), "--batch-size", "8", "--steps", "2"]
+        main,
+        ["time", str(ROOT / "archs" / "mnist.yaml"), "-b", "8", "--steps", "2", "--engine", engine],
     )
     assert result.exit_code == 0, result.output
     assert "conv1" in result.output and "backward ms" in result.output
-    assert "batch 8, median of 2 training steps" in result.output
+    assert f"batch 8, {engine} engine, median of 2 training steps" in result.output
 
 
 def test_time_command_rejects_a_bad_batch_size():

@@ -89,6 +89,9 @@ class Conv(Layer):
         "init": INIT,
         "trainable": TRAINABLE,
     }
+    # The array kernels forward and backward use; an engine may put compiled ones in.
+    unfold = staticmethod(ops.im2col)
+    fold = staticmethod(ops.col2im)
 
     def __init__(self, name: str | None = None, **config: Any) -> None:
         super().__init__(name, **config)
@@ -209,7 +212,7 @@ class Conv(Layer):
         y = np.empty((f, len(x), ho, wo), x.dtype)
         for part in self._parts:
             cols = self._scratch(rows, len(x[part]) * ho * wo, x.dtype)
-            ops.im2col(x[part], kh, kw, self.stride, self.padding, cols, self.dilation)
+            self.unfold(x[part], kh, kw, self.stride, self.padding, cols, self.dilation)
             out = y[:, part].reshape(groups, f // groups, -1)
             np.matmul(weights, cols.reshape(groups, -1, cols.shape[1]), out=out)
         if self.config["bias"]:
@@ -239,13 +242,13 @@ class Conv(Layer):
             dx_part = dx[:, part]  # (C, n, H, W)
             if by_convolution:
                 dy_cols = self._scratch(f * kh * kw, dx_part[0].size, dy.dtype)
-                ops.im2col(dy[part], kh, kw, 1, dy_pad, dy_cols, self.dilation)
+                self.unfold(dy[part], kh, kw, 1, dy_pad, dy_cols, self.dilation)
                 dy_groups = dy_cols.reshape(groups, -1, dy_cols.shape[1])
                 np.matmul(turned, dy_groups, out=dx_part.reshape(groups, c_group, -1))
             else:
                 dy_rows = ops.channel_rows(dy[part]).reshape(groups, f // groups, -1)
                 dcols = weights.reshape(groups, f // groups, -1).transpose(0, 2, 1) @ dy_rows
-                dx_part[...] = ops.col2im(
+                dx_part[...] = self.fold(
                     dcols.reshape(c * kh * kw, -1),
                     x[part].shape,
                     kh,
@@ -282,7 +285,7 @@ class Conv(Layer):
             dy_part = ops.channel_rows(dy[part]).reshape(groups, f // groups, -1)
             if cols is None:
                 cols = self._scratch(rows, dy_part.shape[2], x.dtype)
-                ops.im2col(x[part], kh, kw, self.stride, self.padding, cols, self.dilation)
+                self.unfold(x[part], kh, kw, self.stride, self.padding, cols, self.dilation)
             # cols @ dy^T runs faster in OpenBLAS than dy @ cols^T
             dw += cols.reshape(groups, -1, cols.shape[1]) @ dy_part.transpose(0, 2, 1)
             cols = None

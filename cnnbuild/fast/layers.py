@@ -1,0 +1,273 @@
+"""The fast engine's layers: the numpy layers with their array passes replaced by the compiled
+kernels. Same options, parameters and results (to float rounding); a network switches to
+them in place (``cnnbuild.fast.accelerate``), so checkpoints do not change.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from cnnbuild import ops
+from cnnbuild.errors import ShapeError
+from cnnbuild.fast import kernels, winograd
+from cnnbuild.layers import conv
+from cnnbuild.layers.activation import ReLU
+from cnnbuild.layers.base import Shape
+from cnnbuild.layers.norm import BatchNorm
+from cnnbuild.layers.pool import MaxPool
+from cnnbuild.shapes import Pair, dilated, pair
+
+
+def im2col(
+    x: np.ndarray,
+    kh: int,
+    kw: int,
+    stride: int | Pair,
+    pad: int | Pair,
+    out: np.ndarray | None = None,
+    dilation: int | Pair = 1,
+) -> np.ndarray:
+    """``ops.im2col`` in one compiled pass, padding included."""
+    n, c, h, w = x.shape
+    (sh, sw), (ph, pw), (dh, dw) = pair(stride), pair(pad), pair(dilation)
+    ho, wo = (h + 2 * ph - dilated(kh, dh)) // sh + 1, (w + 2 * pw - dilated(kw, dw)) // sw + 1
+    if out is None:
+        out = np.empty((c * kh * kw, n * ho * wo), x.dtype)
+    kernels.im2col(x.transpose(1, 0, 2, 3), kh, kw, sh, sw, ph, pw, dh, dw, out)
+    return out
+
+
+def col2im(
+    cols: np.ndarray,
+    x_shape: tuple[int, ...],
+    kh: int,
+    kw: int,
+    stride: int | Pair,
+    pad: int | Pair,
+    dilation: int | Pair = 1,
+) -> np.ndarray:
+    """``ops.col2im`` in one compiled pass, parallel over channels."""
+    n, c, h, w = x_shape
+    (sh, sw), (ph, pw), (dh, dw) = pair(stride), pair(pad), pair(dilation)
+    planes = np.empty((c, n, h, w), cols.dtype)
+    kernels.col2im(cols, kh, kw, sh, sw, ph, pw, dh, dw, planes)
+    return planes.transpose(1, 0, 2, 3)
+
+
+# Fewer input or output channels than this and Winograd's 16 products are too thin to run
+# near BLAS's speed (measured: a 3-channel first layer takes twice as long as by im2col).
+WINOGRAD_MIN_CHANNELS = 16
+
+
+class FastConv(conv.Conv):
+    """A conv on compiled kernels: 3x3, stride 1, undilated and ungrouped by Winograd's
+    F(2x2, 3x3) (``winograd.py``); the rest by im2col and col2im, compiled. The products
+    stay in BLAS."""
+
+    unfold = staticmethod(im2col)
+    fold = staticmethod(col2im)
+
+    def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
+        if not self._by_winograd():
+            return super().forward(xs, train)
+        (x,) = xs
+        n, dtype = len(x), x.dtype
+        f, ho, wo = self.output_shape([x.shape[1:]])
+        planes = x.transpose(1, 0, 2, 3)
+        u = winograd.transform_weights(self.params["W"])
+        bias = self.params["b"] if self.config["bias"] else np.zeros(f, dtype)
+        y = np.empty((f, n, ho, wo), dtype)
+        # Training transforms the whole batch and keeps it for dW; inference a chunk of
+        # images at a time, so that its memory does not grow with the batch.
+        per_image = 16 * max(x.shape[1], f) * winograd.tile_count(1, ho, wo)
+        step = n if train else max(1, conv.CHUNK // (per_image * x.itemsize))
+        if not train:
+            self._buffers = {}  # give a training batch's memory back
+        for start in range(0, n, step):
+            part = slice(start, start + step)
+            count = winograd.tile_count(len(x[part]), ho, wo)
+            v = self._scratch_array("v", (16, x.shape[1], count), dtype)
+            m = self._scratch_array("m", (16, f, count), dtype)
+            winograd.convolve(planes[:, part], u, bias, self.padding[0], v, m, y[:, part])
+        self._x, self._v = x, v if train else None
+        return y.transpose(1, 0, 2, 3)
+
+    def backward(self, dy: np.ndarray) -> list[np.ndarray]:
+        """dx is the forward transform of dy with the kernel turned by 180 degrees and its
+        channel axes swapped, padded by 2 - padding."""
+        if not self._by_winograd():
+            return super().backward(dy)
+        n, c, h, w = self._x.shape
+        f = dy.shape[1]
+        planes = dy.transpose(1, 0, 2, 3)
+        self._winograd_weight_gradients(planes)  # first: it frees the buffers reused here
+        turned = self.params["W"][:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, F, 3, 3)
+        count = winograd.tile_count(n, h, w)
+        v = self._scratch_array("v", (16, f, count), dy.dtype)
+        m = self._scratch_array("m", (16, c, count), dy.dtype)
+        dx = np.empty((c, n, h, w), dy.dtype)
+        u = winograd.transform_weights(turned)
+        winograd.convolve(planes, u, np.zeros(c, dy.dtype), 2 - self.padding[0], v, m, dx)
+        return [dx.transpose(1, 0, 2, 3)]
+
+    def backward_params(self, dy: np.ndarray) -> None:
+        if not self._by_winograd():
+            super().backward_params(dy)
+            return
+        self._winograd_weight_gradients(dy.transpose(1, 0, 2, 3))
+
+    def _by_winograd(self) -> bool:
+        """Whether this conv is one Winograd F(2x2, 3x3) computes, and has the channels to
+        gain by it: with few, its products are too thin to run at BLAS's speed."""
+        return (
+            self.kernel == (3, 3)
+            and self.stride == (1, 1)
+            and self.dilation == (1, 1)
+            and self.groups == 1
+            and self.padding[0] == self.padding[1] <= 2
+            and min(self.params["W"].shape[:2]) >= WINOGRAD_MIN_CHANNELS
+        )
+
+    def _winograd_weight_gradients(self, dy_planes: np.ndarray) -> None:
+        """Fill grads W and b from dy (F, N, Ho, Wo) and the transformed input forward kept
+        (or x transformed again, after a forward in inference mode)."""
+        x, v = self._x, self._v
+        self._v = None
+        f, n, ho, wo = dy_planes.shape
+        count = winograd.tile_count(n, ho, wo)
+        if v is None:
+            v = self._scratch_array("v", (16, x.shape[1], count), x.dtype)
+            th, tw = winograd.tiles(ho, wo)
+            winograd.input_tiles(x.transpose(1, 0, 2, 3), self.padding[0], th, tw, v)
+        z = self._scratch_array("m", (16, f, count), dy_planes.dtype)
+        du = winograd.weight_products(dy_planes, v, z)
+        self.grads["W"][...] = winograd.weights_gradient(du)
+        if self.config["bias"]:
+            kernels.plane_sums(dy_planes, self.grads["b"])
+
+    def _scratch_array(self, key: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A view of this layer's buffer ``key``, replaced by a larger one if need be: the
+        buffers are reused from step to step, which spares the page faults of new ones."""
+        buffers = self.__dict__.setdefault("_buffers", {})
+        size = math.prod(shape)
+        buffer = buffers.get(key)
+        if buffer is None or buffer.size < size or buffer.dtype != dtype:
+            buffer = buffers[key] = np.empty(size, dtype)
+        return buffer[:size].reshape(shape)
+
+
+class FastBatchNorm(BatchNorm):
+    """Batch norm in two compiled passes forward and two backward, parallel over channels.
+
+    With ``fused_relu`` (set by ``accelerate`` when a ReLU is the only reader of this
+    layer's output) it also applies that ReLU and its gradient, and the ReLU passes values
+    through: one pass over the activations instead of three.
+    """
+
+    fused_relu = False
+
+    def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
+        (x,) = xs
+        z = ops.channel_rows(x)  # (C, count), a view when x is channel-major
+        channels, count = z.shape
+        eps = self.config["eps"]
+        gamma, beta = self.params["gamma"], self.params["beta"]
+        self._shape = x.shape
+        self._train = train and self.config["trainable"]
+        y = np.empty_like(z, order="C")
+        if self._train:
+            if count < 2:
+                raise ShapeError(
+                    f"batchnorm '{self.name}' needs more than one value per channel to train, "
+                    f"received a batch of shape {x.shape}"
+                )
+            self._mean, self._inv_std, var = (np.empty(channels, z.dtype) for _ in range(3))
+            kernels.batchnorm_train_forward(
+                z, gamma, beta, eps, self.fused_relu, y, self._mean, self._inv_std, var
+            )
+            momentum = self.config["momentum"]
+            for key, stat in (("running_mean", self._mean), ("running_var", var)):
+                if key == "running_var":
+                    stat = stat * (count / (count - 1))
+                running = self.buffers[key]
+                running *= momentum
+                running += (1 - momentum) * stat
+        else:
+            self._mean = self.buffers["running_mean"].copy()
+            self._inv_std = (1 / np.sqrt(self.buffers["running_var"] + eps)).astype(z.dtype)
+            self._scale = gamma * self._inv_std
+            self._shift = beta - self._mean * self._scale
+            kernels.batchnorm_scale_forward(z, self._scale, self._shift, self.fused_relu, y)
+        self._z = z
+        return ops.from_channel_rows(y, x.shape)
+
+    def backward(self, dy: np.ndarray) -> list[np.ndarray]:
+        g = ops.channel_rows(dy)
+        dx = np.empty_like(self._z, order="C")
+        grads = (self.fused_relu, dx, self.grads["gamma"], self.grads["beta"])
+        if self._train:
+            gamma, beta = self.params["gamma"], self.params["beta"]
+            statistics = (self._mean, self._inv_std, gamma, beta)
+            kernels.batchnorm_train_backward(g, self._z, *statistics, *grads)
+        else:
+            statistics = (self._scale, self._shift, self._mean, self._inv_std)
+            kernels.batchnorm_scale_backward(g, self._z, *statistics, *grads)
+        return [ops.from_channel_rows(dx, self._shape)]
+
+
+class FastReLU(ReLU):
+    """ReLU in one compiled pass, its gradient from the output; a pass-through when the batch
+    norm before it applies it (``fused``)."""
+
+    fused = False
+
+    def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
+        (x,) = xs
+        if self.fused:
+            return x
+        y = np.empty_like(x)
+        kernels.relu_forward(flat(x, y), flat(y, y))
+        self._y = y
+        return y
+
+    def backward(self, dy: np.ndarray) -> list[np.ndarray]:
+        if self.fused:
+            return [dy]
+        dx = np.empty_like(self._y)
+        kernels.relu_backward(flat(dy, self._y), flat(self._y, self._y), flat(dx, self._y))
+        return [dx]
+
+
+def flat(a: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """a's values as one row, in the memory order of ``like`` (a view when a is laid out as
+    like; a copy otherwise). ``like`` must be contiguous in some order of its axes."""
+    order = np.argsort([-stride for stride in like.strides], kind="stable")
+    return np.ascontiguousarray(a.transpose(order)).reshape(-1)
+
+
+class FastMaxPool(MaxPool):
+    """Max pooling in one compiled pass each way, padding included, parallel over planes;
+    it keeps each maximum's offset in its window (int32)."""
+
+    def training_scratch(self, input_shapes: list[Shape], output_shape: Shape) -> int:
+        return math.prod(output_shape)
+
+    def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
+        (x,) = xs
+        n, c = x.shape[:2]
+        _, ho, wo = self.output_shape([x.shape[1:]])
+        y = np.empty((c, n, ho, wo), x.dtype)
+        self._where = np.empty((c, n, ho, wo), np.int32)
+        size, stride, pad = self.kernel[0], self.stride[0], self.padding[0]
+        kernels.maxpool_forward(x.transpose(1, 0, 2, 3), size, stride, pad, y, self._where)
+        self._x_shape = x.shape
+        return y.transpose(1, 0, 2, 3)
+
+    def backward(self, dy: np.ndarray) -> list[np.ndarray]:
+        n, c, h, w = self._x_shape
+        dx = np.empty((c, n, h, w), dy.dtype)
+        size, stride, pad = self.kernel[0], self.stride[0], self.padding[0]
+        kernels.maxpool_backward(dy.transpose(1, 0, 2, 3), self._where, size, stride, pad, dx)
+        return [dx.transpose(1, 0, 2, 3)]
