@@ -3,7 +3,8 @@
     python benchmarks/bench.py [SPEC ...] [--cifar-dir /tmp/cifar]
 
 For each architecture (default: archs/mnist.yaml, cifar.yaml, cifar_deep.yaml and
-cifar_resnet.yaml) the contenders are cnnbuild; the same network in PyTorch on the CPU
+cifar_resnet.yaml) the contenders are cnnbuild (its fast engine when numba is installed,
+and then its numpy engine too); the same network in PyTorch on the CPU
 (``torch_net.py``; when torch is installed) with as many threads as numpy's BLAS; and, for
 the report's two networks, the report's own float64 code (``report_baseline.py``). Every
 round times each contender in turn (A, B, C, A, B, C, ...), so that load on the machine hits
@@ -39,13 +40,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
+# cnnbuild first: it sets OpenBLAS's thread timeout, which OpenBLAS reads when numpy loads it
+import cnnbuild  # noqa: E402, F401, I001
+import numpy as np  # noqa: E402
+
 from cnnbuild.builder import load  # noqa: E402
+from cnnbuild.engine import resolve as resolve_engine  # noqa: E402
+from cnnbuild.engine import use as use_engine  # noqa: E402
 from cnnbuild.optim import make_optimizer  # noqa: E402
 from cnnbuild.summary import summarize  # noqa: E402
 
@@ -113,9 +118,12 @@ def spec_optimizer(net) -> dict:
     return net.spec.get("training", {}).get("optimizer", {"type": "adam"})
 
 
-def cnnbuild_contender(spec: Path, batch_size: int, eval_size: int) -> Contender:
+def cnnbuild_contender(
+    spec: Path, batch_size: int, eval_size: int, engine: str = "auto"
+) -> Contender:
     net = load(spec, seed=0)
     optimizer = make_optimizer(spec_optimizer(net), net.params, net.roles)
+    engine = use_engine(net, engine, optimizer)
     x, labels = batch(net.input_shape, net.classes, batch_size)
     x_eval, _ = batch(net.input_shape, net.classes, eval_size, seed=1)
 
@@ -124,7 +132,20 @@ def cnnbuild_contender(spec: Path, batch_size: int, eval_size: int) -> Contender
         net.backward_loss(labels)
         optimizer.step(net.grads)
 
-    return Contender("cnnbuild", train_step, lambda: net.forward(x_eval, train=False))
+    name = "cnnbuild" if engine == "fast" or not have_numba() else "numpy"
+    return Contender(name, train_step, lambda: net.forward(x_eval, train=False))
+
+
+def numba_version() -> str | None:
+    try:
+        import numba
+    except ImportError:
+        return None
+    return numba.__version__
+
+
+def have_numba() -> bool:
+    return resolve_engine("auto") == "fast"
 
 
 def torch_contender(spec: Path, batch_size: int, eval_size: int, threads: int) -> Contender:
@@ -207,6 +228,7 @@ sys.path[:0] = {[str(ROOT), str(HERE)]!r}
 import bench
 bench.blas_threads({args.threads})
 make = {{"cnnbuild": bench.cnnbuild_contender, "report": bench.report_contender,
+         "numpy": lambda *a: bench.cnnbuild_contender(*a, "numpy"),
          "pytorch": lambda *a: bench.torch_contender(*a, {args.threads})}}[{who!r}]
 contender = make(bench.Path({str(spec)!r}), {args.batch_size}, {args.eval_size})
 built = bench.resident_mb("VmRSS")
@@ -233,6 +255,7 @@ import bench
 bench.blas_threads({threads})
 from cnnbuild.builder import build
 from cnnbuild.data import load_dataset
+from cnnbuild.engine import use as use_engine
 from cnnbuild.specfile import read_spec
 from cnnbuild.callbacks import standard_callbacks
 from cnnbuild.train import Callback, Trainer, resolve_config
@@ -247,7 +270,9 @@ config = resolve_config(spec.data["training"])
 train = load_dataset("cifar10", "train", data_dir={cifar_dir!r}, download=False)
 test = load_dataset("cifar10", "test", data_dir={cifar_dir!r}, download=False)
 callbacks = [*standard_callbacks(tempfile.mkdtemp()), StopAfter()]
-trainer = Trainer(build(spec, seed=0), config, train, test, callbacks)
+net = build(spec, seed=0)
+trainer = Trainer(net, config, train, test, callbacks)
+use_engine(net, "auto", trainer.optimizer)
 trainer.fit()
 loss, accuracy = trainer.evaluate(test)
 data_mb = (train.images.nbytes + test.images.nbytes) / 2**20
@@ -284,6 +309,8 @@ def median(values: list[float]) -> float:
 
 def run_arch(spec: Path, args, gemm: Callable[[], float]) -> dict:
     contenders = [cnnbuild_contender(spec, args.batch_size, args.eval_size)]
+    if have_numba():  # the fast engine, and the numpy engine for reference
+        contenders.append(cnnbuild_contender(spec, args.batch_size, args.eval_size, "numpy"))
     if args.torch:
         contenders.append(torch_contender(spec, args.batch_size, args.eval_size, args.threads))
     report = report_contender(spec, args.batch_size, args.eval_size)
@@ -306,7 +333,7 @@ def run_arch(spec: Path, args, gemm: Callable[[], float]) -> dict:
     ours["train_gflops"] = 6 * macs * ours["train_images_per_s"] / 1e9
     result["gemm_gflops"] = median(rates)
     result["gemm_share"] = ours["train_gflops"] / result["gemm_gflops"]
-    for name in ("pytorch", "report"):
+    for name in ("pytorch", "report", "numpy"):
         if name in result["contenders"]:
             theirs = result["contenders"][name]
             result[f"train_vs_{name}"] = ours["train_images_per_s"] / theirs["train_images_per_s"]
@@ -321,13 +348,15 @@ def markdown(results: dict) -> str:
         return "–" if value is None else fmt.format(value)
 
     lines = [
-        "| spec | cnnbuild train img/s | PyTorch | ratio | report | ratio | "
-        "cnnbuild infer img/s | PyTorch | ratio | GFLOP/s | of GEMM | peak MB | PyTorch |",
-        "| --- " + "| ---: " * 12 + "|",
+        "| spec | cnnbuild train img/s | numpy engine | ratio | PyTorch | ratio | report | "
+        "ratio | cnnbuild infer img/s | numpy engine | PyTorch | ratio | GFLOP/s | of GEMM | "
+        "peak MB | numpy engine | PyTorch |",
+        "| --- " + "| ---: " * 16 + "|",
     ]
     for arch in results["archs"]:
         runs = arch["contenders"]
         ours, torch_, report = runs["cnnbuild"], runs.get("pytorch"), runs.get("report")
+        reference = runs.get("numpy")  # the numpy engine, when cnnbuild is the fast one
 
         def get(run, key):
             return None if run is None else run[key]
@@ -341,16 +370,20 @@ def markdown(results: dict) -> str:
                 [
                     Path(arch["spec"]).name,
                     cell(ours["train_images_per_s"]),
+                    cell(get(reference, "train_images_per_s")),
+                    cell(arch.get("train_vs_numpy"), "{:.2f}x"),
                     cell(get(torch_, "train_images_per_s")),
                     cell(arch.get("train_vs_pytorch"), "{:.2f}x"),
                     cell(get(report, "train_images_per_s")),
                     cell(arch.get("train_vs_report"), "{:.1f}x"),
                     cell(ours["inference_images_per_s"]),
+                    cell(get(reference, "inference_images_per_s")),
                     cell(get(torch_, "inference_images_per_s")),
                     cell(arch.get("inference_vs_pytorch"), "{:.2f}x"),
                     cell(ours["train_gflops"], "{:.1f}"),
                     cell(100 * arch["gemm_share"], "{:.0f}%"),
                     cell(memory(ours)),
+                    cell(memory(reference)),
                     cell(memory(torch_)),
                 ]
             )
@@ -359,6 +392,7 @@ def markdown(results: dict) -> str:
     env = results["environment"]
     lines += [
         "",
+        f"cnnbuild: the {env['engine']} engine (numba {env['numba']}); "
         f"numpy {env['numpy']} ({env['blas_threads']} BLAS threads), "
         f"torch {env['torch'] or 'not installed'} ({env['blas_threads']} threads), "
         f"{env['cpus']} CPUs; float32 GEMM {GEMM_SIZE}x{GEMM_SIZE}: "
@@ -416,6 +450,8 @@ def main() -> None:
             "torch": torch_version,
             "cpus": os.cpu_count(),
             "blas_threads": args.threads,
+            "engine": resolve_engine("auto"),
+            "numba": numba_version(),
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
             "batch_size": args.batch_size,
             "eval_size": args.eval_size,

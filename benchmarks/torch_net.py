@@ -24,9 +24,11 @@ def _module(node: Node) -> nn.Module:
         return nn.Conv2d(
             node.input_shapes[0][0],
             config["filters"],
-            config["kernel"],
-            stride=config["stride"],
-            padding=layer.pad,
+            layer.kernel,
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            groups=layer.groups,
             bias=config["bias"],
         )
     if kind == "dense":
@@ -38,7 +40,7 @@ def _module(node: Node) -> nn.Module:
         return norm(node.output_shape[0], eps=config["eps"], momentum=1 - config["momentum"])
     if kind in ("maxpool", "avgpool"):
         pool = nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d
-        return pool(layer.size, layer.stride)
+        return pool(layer.kernel, layer.stride, layer.padding)
     simple = {
         "relu": lambda: nn.ReLU(),
         "leaky_relu": lambda: nn.LeakyReLU(config["slope"]),
