@@ -226,7 +226,7 @@ def peak_memory(spec: Path, who: str, args) -> dict | None:
 import sys
 sys.path[:0] = {[str(ROOT), str(HERE)]!r}
 import bench
-bench.blas_threads({args.threads})
+bench.blas_threads({args.wanted_threads})
 make = {{"cnnbuild": bench.cnnbuild_contender, "report": bench.report_contender,
          "numpy": lambda *a: bench.cnnbuild_contender(*a, "numpy"),
          "pytorch": lambda *a: bench.torch_contender(*a, {args.threads})}}[{who!r}]
@@ -245,7 +245,7 @@ print(built, bench.resident_mb("VmHWM"))
     return {"peak_mb": peak, "built_mb": built}
 
 
-def full_cifar_memory(cifar_dir: str, steps: int, threads: int) -> dict | None:
+def full_cifar_memory(cifar_dir: str, steps: int, threads: int | None) -> dict | None:
     """Peak RSS of the real Trainer on all of CIFAR-10 with cifar_deep.yaml: ``steps``
     training steps, then inference on the whole test set."""
     code = f"""
@@ -434,6 +434,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results", help="results folder")
     args = parser.parse_args()
     specs = args.specs or [ROOT / "archs" / f"{name}.yaml" for name in ARCHS]
+    args.wanted_threads = args.threads  # None: what numpy uses
     args.threads = blas_threads(args.threads)
     args.torch = have_torch()
     torch_version = None
@@ -466,7 +467,7 @@ def main() -> None:
     if args.cifar_dir:
         print("training cifar_deep on all of CIFAR-10 ...", file=sys.stderr, flush=True)
         results["cifar10_training_memory"] = full_cifar_memory(
-            args.cifar_dir, args.cifar_steps, args.threads
+            args.cifar_dir, args.cifar_steps, args.wanted_threads
         )
     results["environment"]["load_average_after"] = os.getloadavg()
     results["startup_seconds"] = {

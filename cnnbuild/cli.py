@@ -118,7 +118,7 @@ def engine_option(command: Callable[..., Any]) -> Callable[..., Any]:
         type=click.Choice(ENGINES),
         default=None,
         help="numpy (the reference), fast (compiled kernels, needs cnnbuild[fast]) or auto "
-        "(fast when installed)  [default: training.engine, else auto]",
+        "(fast when installed)  [default: auto; train and time: the spec's training.engine]",
     )(command)
 
 

@@ -25,6 +25,7 @@ from cnnbuild.console import ConsoleProgress, confusion_table
 from cnnbuild.constraints import check_constraints
 from cnnbuild.data import DataError, Dataset, load_dataset, load_image_file
 from cnnbuild.engine import compile_note
+from cnnbuild.engine import resolve as resolve_engine
 from cnnbuild.engine import use as use_engine
 from cnnbuild.errors import CnnbuildError
 from cnnbuild.files import atomic_write
@@ -115,7 +116,9 @@ def train_spec(
 ) -> TrainedRun:
     """Train the network of ``spec`` with the resolved ``config`` in a claimed run folder
     (``out``, or a new one under runs/), with the standard callbacks, then ``callbacks``,
-    then (with ``console``) the progress bar and epoch table."""
+    then (with ``console``) the progress bar and epoch table. The engine ``auto`` resolves
+    to ``fast`` or ``numpy`` here, and the run records which, so that it resumes on it."""
+    config = {**config, "engine": resolve_engine(config["engine"])}
     net = plan(spec)
     check_constraints(spec, net, config["batch_size"])
     check_freeze(net, config["freeze"])
@@ -152,12 +155,12 @@ def train_spec(
             standard.insert(0, EarlyStopping(**config["early_stopping"]))
         shown = [ConsoleProgress()] if console else []
         trainer = Trainer(net, config, train_set, test_set, [*standard, *callbacks, *shown])
-        engine = use_engine(net, config["engine"], trainer.optimizer)
+        use_engine(net, config["engine"], trainer.optimizer)
         trainer.overrides = list(spec.overrides)
         if resume:
             trainer.restore(resume)
         if console:
-            click.echo(_first_line(trainer, config, run_dir, engine), err=True)
+            click.echo(_first_line(trainer, config, run_dir), err=True)
         try:
             history = trainer.fit()
         except TrainingFailed as failure:
@@ -167,7 +170,7 @@ def train_spec(
     return TrainedRun(trainer, history, run_dir, signals.received)
 
 
-def _first_line(trainer: Trainer, config: dict[str, Any], run_dir: Path, engine: str) -> str:
+def _first_line(trainer: Trainer, config: dict[str, Any], run_dir: Path) -> str:
     held_out = trainer.validation_set
     sizes = f"{len(trainer.train_set):,} training" + (
         f", {len(held_out):,} validation" if held_out is not None else ""
@@ -176,9 +179,10 @@ def _first_line(trainer: Trainer, config: dict[str, Any], run_dir: Path, engine:
         "validation accuracy" if held_out is not None else "test accuracy (no validation split)"
     )
     return (
-        f"training {trainer.net.name} on {config['dataset']} with the {engine} engine: {sizes} and "
-        f"{len(trainer.test_set):,} test images, {trainer.steps_per_epoch} steps per epoch; "
-        f"run folder {run_dir}; best.npz is selected on {selected}"
+        f"training {trainer.net.name} on {config['dataset']} with the {config['engine']} "
+        f"engine: {sizes} and {len(trainer.test_set):,} test images, "
+        f"{trainer.steps_per_epoch} steps per epoch; run folder {run_dir}; "
+        f"best.npz is selected on {selected}"
     )
 
 
@@ -248,7 +252,8 @@ def _resumed_config(run: RunCheckpoint, checkpoint: str, flags: dict[str, Any]) 
             f"{option} cannot change when resuming: the run continues with the settings "
             f"saved in {checkpoint}"
         )
-    config = resolve_config(run.config)
+    # runs from before the engines were numpy runs: they resume on it, bit for bit
+    config = resolve_config({"engine": "numpy", **run.config})
     for name in RESUME_MAY_CHANGE:
         if flags.get(name) is not None:
             config[name] = flags[name]
@@ -320,7 +325,7 @@ def evaluate_report(
     checkpoint: str, split: str, data_dir: str | None, engine: str | None = None
 ) -> str:
     """Accuracy, per-class accuracy and the confusion matrix, as text."""
-    model = load_trained(checkpoint, engine)
+    model = load_trained(checkpoint, engine or "auto")
     dataset = _checkpoint_dataset(model.run.config, split, data_dir, model.net)
     predictions = model.probabilities(dataset.images).argmax(axis=1)
     counts = confusion_matrix(dataset.labels, predictions, model.net.classes)
@@ -355,7 +360,7 @@ def predict_report(
 ) -> Iterator[str]:
     """The top-k classes for each dataset index and each image file, line by line (with
     ``show``, each index's image is written after its prediction is given)."""
-    model = load_trained(checkpoint, engine)
+    model = load_trained(checkpoint, engine or "auto")
     top_k = min(top_k, model.net.classes)
     if indices:
         dataset = _checkpoint_dataset(model.run.config, split, data_dir, model.net)

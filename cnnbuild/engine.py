@@ -28,7 +28,10 @@ def resolve(requested: str = "auto") -> str:
         raise CnnbuildError(f"unknown engine {requested!r}: choose one of {', '.join(ENGINES)}")
     have_numba = importlib.util.find_spec("numba") is not None
     if requested == "fast" and not have_numba:
-        raise CnnbuildError(f"the fast engine needs numba, which is not installed: {INSTALL}")
+        raise CnnbuildError(
+            f"the fast engine needs numba, which is not installed: {INSTALL} "
+            "(or choose the numpy engine: --engine numpy)"
+        )
     if requested == "auto":
         return "fast" if have_numba else "numpy"
     return requested

@@ -61,10 +61,10 @@ def checked_run(path: str | Path) -> tuple[RunCheckpoint, Spec]:
     return run, spec
 
 
-def load_trained(path: str | Path, engine: str | None = None) -> TrainedModel:
-    """Rebuild the network saved in a checkpoint on ``engine`` (default: the one its
-    training settings name, else auto); the checkpoint alone is enough. Sizes are checked
-    against the saved arrays and the memory available before weights exist."""
+def load_trained(path: str | Path, engine: str = "auto") -> TrainedModel:
+    """Rebuild the network saved in a checkpoint, on ``engine`` whichever trained it (they
+    agree to float rounding); the checkpoint alone is enough. Sizes are checked against the
+    saved arrays and the memory available before weights exist."""
     run, spec = checked_run(path)
     try:
         net = plan(spec)
@@ -78,7 +78,7 @@ def load_trained(path: str | Path, engine: str | None = None) -> TrainedModel:
     )
     allocate(net)
     load_network_state(net, run, path)
-    use_engine(net, engine or run.config.get("engine", "auto"))
+    use_engine(net, engine)
     names = run.class_names
     if len(names) != net.classes:
         names = [str(i) for i in range(net.classes)]

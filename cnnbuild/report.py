@@ -206,6 +206,7 @@ def reproduce_command(files: RunFiles, model: TrainedModel) -> str:
         given = resolve_config(spec.data.get("training", {}))
     except (CnnbuildError, OSError, KeyError, TypeError, AttributeError):
         return fallback
+    trained["engine"] = given["engine"]  # it changes results by float rounding only
     flags = {key: trained[key] for key in TRAIN_FLAGS if trained[key] != given[key]}
     lr = trained["optimizer"].get("lr")
     if lr is not None and lr != given["optimizer"].get("lr"):

@@ -227,6 +227,7 @@ def _run_trial(sweep: Sweep, study: Any, trial: Any, echo: Echo) -> int | None:
     interrupted it (the trial is then retried later)."""
     from cnnbuild.commands import train_spec
     from cnnbuild.data import DataError
+    from cnnbuild.engine import resolve as resolve_engine
     from cnnbuild.overrides import read_spec
     from cnnbuild.runfolder import RunFolderError
     from cnnbuild.train import resolve_config
@@ -244,6 +245,7 @@ def _run_trial(sweep: Sweep, study: Any, trial: Any, echo: Echo) -> int | None:
             spec = read_spec(sweep.spec_file, [*sweep.overrides, *overrides])
             spec.data.pop("sweep", None)
             config = resolve_config(spec.data.get("training", {}))
+            config["engine"] = resolve_engine(config["engine"])  # as the trial's run records
             trial.set_user_attr("spec", _spec_text(spec.data, config))
             folder = sweep.folder / f"trial-{trial.number:04d}"
             outcome = train_spec(spec, config, out=folder, callbacks=[report], console=False)

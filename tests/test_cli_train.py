@@ -3,7 +3,9 @@
 from importlib.util import find_spec
 
 import pytest
+import yaml
 from click.testing import CliRunner
+from conftest import require_engine
 from test_train import SPEC
 
 from cnnbuild.checkpoint import load_checkpoint
@@ -100,3 +102,31 @@ def test_predict_show_writes_the_image_and_plot_draws_the_curves(
     assert result.exit_code == 0, output
     with Image.open(out / "curves.png") as curves:
         assert curves.size[0] > curves.size[1] > 100
+
+
+@pytest.mark.usefixtures("without_curves")
+@pytest.mark.parametrize("engine", ["numpy", "fast"])
+def test_a_run_records_its_engine_and_resumes_on_it(tmp_path, spec_file, image_folder, engine):
+    """auto resolves when training starts; config.yaml and the checkpoints name the engine,
+    and --resume continues on it (bit for bit), unless --engine says otherwise."""
+    require_engine(engine)
+    out = tmp_path / "run"
+    result, output = run(
+        "train", spec_file, "--epochs", 1, "--data-dir", image_folder, "--out", out,
+        "--engine", engine,
+    )  # fmt: skip
+    assert result.exit_code == 0, output
+    assert f"with the {engine} engine" in output
+    assert yaml.safe_load((out / "config.yaml").read_text())["training"]["engine"] == engine
+    result, output = run("train", spec_file, "--epochs", 2, "--resume", out / "last.npz")
+    assert result.exit_code == 0, output
+    assert f"with the {engine} engine" in output
+    other = {"numpy": "fast", "fast": "numpy"}[engine]
+    require_engine(other)
+    result, output = run(
+        "train", spec_file, "--epochs", 3, "--resume", out / "last.npz", "--engine", other
+    )
+    assert result.exit_code == 0, output
+    assert f"with the {other} engine" in output
+    _, meta = load_checkpoint(out / "last.npz")
+    assert meta["config"]["engine"] == other and meta["epoch"] == 3

@@ -9,7 +9,7 @@ over the T tiles; the transforms are compiled, vectorised across a row of tiles.
 
 The same three transforms give the backward pass: dx is the forward transform of dy with
 the kernel turned and its channel axes swapped (padding 2 - p), and dW is
-``G^T [sum over tiles (A dy A^T) * (B^T d B)] G``, from the V kept by forward.
+``G^T [sum over tiles (A dy A^T) * (B^T d B)] G``.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def convolve(
 
 def weight_products(dy: np.ndarray, v: np.ndarray, z: np.ndarray) -> np.ndarray:
     """dU (16, F, C) = sum over tiles of (A dy A^T) * V, for dW = G^T dU G; dy (F, N, Ho,
-    Wo) planes, z (16, F, T) scratch."""
+    Wo) planes, v (16, C, T) the transformed input, z (16, F, T) scratch."""
     th, tw = tiles(*dy.shape[2:])
     output_tiles_adjoint(dy, th, tw, z)
     du = np.empty((16, z.shape[1], v.shape[1]), dy.dtype)
