@@ -245,7 +245,9 @@ print(built, bench.resident_mb("VmHWM"))
     return {"peak_mb": peak, "built_mb": built}
 
 
-def full_cifar_memory(cifar_dir: str, steps: int, threads: int | None) -> dict | None:
+def full_cifar_memory(
+    cifar_dir: str, steps: int, threads: int | None, engine: str = "auto"
+) -> dict | None:
     """Peak RSS of the real Trainer on all of CIFAR-10 with cifar_deep.yaml: ``steps``
     training steps, then inference on the whole test set."""
     code = f"""
@@ -272,7 +274,7 @@ test = load_dataset("cifar10", "test", data_dir={cifar_dir!r}, download=False)
 callbacks = [*standard_callbacks(tempfile.mkdtemp()), StopAfter()]
 net = build(spec, seed=0)
 trainer = Trainer(net, config, train, test, callbacks)
-use_engine(net, "auto", trainer.optimizer)
+use_engine(net, {engine!r}, trainer.optimizer)
 trainer.fit()
 loss, accuracy = trainer.evaluate(test)
 data_mb = (train.images.nbytes + test.images.nbytes) / 2**20
@@ -407,7 +409,13 @@ def markdown(results: dict) -> str:
             f"Training cifar_deep.yaml on all of CIFAR-10 ({full['train_images']:,} + "
             f"{full['test_images']:,} images, {full['uint8_data_mb']:.0f} MB as uint8; "
             f"{full['steps']} steps, then the whole test set): peak RSS "
-            f"{full['peak_mb']:,.0f} MB."
+            f"{full['peak_mb']:,.0f} MB"
+            + (
+                f" ({results['cifar10_numpy_engine_memory']['peak_mb']:,.0f} MB on the numpy "
+                "engine)."
+                if results.get("cifar10_numpy_engine_memory")
+                else "."
+            )
         )
     start = results["startup_seconds"]
     lines.append(
@@ -469,6 +477,10 @@ def main() -> None:
         results["cifar10_training_memory"] = full_cifar_memory(
             args.cifar_dir, args.cifar_steps, args.wanted_threads
         )
+        if have_numba():
+            results["cifar10_numpy_engine_memory"] = full_cifar_memory(
+                args.cifar_dir, args.cifar_steps, args.wanted_threads, "numpy"
+            )
     results["environment"]["load_average_after"] = os.getloadavg()
     results["startup_seconds"] = {
         "help": startup_seconds(["--help"]),

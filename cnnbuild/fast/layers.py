@@ -81,7 +81,10 @@ class FastConv(conv.Conv):
         u = winograd.transform_weights(self.params["W"])
         bias = self.params["b"] if self.config["bias"] else np.zeros(f, x.dtype)
         y = np.empty((f, n, ho, wo), x.dtype)
-        for part, count in self._winograd_chunks(n, max(c, f), ho, wo, x.itemsize):
+        budget = (TRAINING_CHUNK if train else INFERENCE_CHUNK) * conv.CHUNK
+        if not train:
+            release_scratch(budget)  # what training grew, evaluation does not need
+        for part, count in self._winograd_chunks(n, max(c, f), ho, wo, x.itemsize, budget):
             v = scratch("v", (16, c, count), x.dtype)
             m = scratch("m", (16, f, count), x.dtype)
             winograd.convolve(planes[:, part], u, bias, self.padding[0], v, m, y[:, part])
@@ -133,7 +136,8 @@ class FastConv(conv.Conv):
         f, n, ho, wo = dy.shape
         th, tw = winograd.tiles(ho, wo)
         du = np.zeros((16, f, x.shape[1]), dy.dtype)
-        for part, count in self._winograd_chunks(n, max(x.shape[1], f), ho, wo, dy.itemsize):
+        channels, budget = max(x.shape[1], f), TRAINING_CHUNK * conv.CHUNK
+        for part, count in self._winograd_chunks(n, channels, ho, wo, dy.itemsize, budget):
             v = scratch("v", (16, x.shape[1], count), x.dtype)
             z = scratch("m", (16, f, count), dy.dtype)
             winograd.input_tiles(x[part].transpose(1, 0, 2, 3), self.padding[0], th, tw, v)
@@ -145,20 +149,24 @@ class FastConv(conv.Conv):
 
     @staticmethod
     def _winograd_chunks(
-        n: int, channels: int, height: int, width: int, itemsize: int
+        n: int, channels: int, height: int, width: int, itemsize: int, budget: int
     ) -> list[tuple[slice, int]]:
         """Chunks of the batch whose transformed arrays (16 x channels x tiles) take at most
-        16 x conv.CHUNK bytes (64 MB), one image at least; with each chunk's tile count.
-        Measured on cifar_deep: a step takes 7% longer with 16 MB chunks, 17% with 4 MB;
-        keeping the whole batch's transformed input from forward to backward instead of
-        transforming x again saves 11%, but costs 140 MB more."""
+        ``budget`` bytes, one image at least; with each chunk's tile count."""
         tiles = winograd.tile_count(1, height, width)
-        step = max(1, 16 * conv.CHUNK // (16 * channels * tiles * itemsize))
+        step = max(1, budget // (16 * channels * tiles * itemsize))
         return [
             (slice(start, start + step), min(step, n - start) * tiles)
             for start in range(0, n, step)
         ]
 
+
+# Bytes of transforms a Winograd conv works on at a time, in units of conv.CHUNK (4 MB).
+# Measured on cifar_deep: a training step takes 7% longer with 16 MB chunks, 17% with 4 MB;
+# keeping the whole batch's transformed input from forward to backward, instead of
+# transforming x again, would save 11% but cost 140 MB more. Inference: 16 MB chunks are
+# 16% faster than 4 MB ones.
+TRAINING_CHUNK, INFERENCE_CHUNK = 16, 4
 
 _SCRATCH: dict[str, np.ndarray] = {}  # what lives only within one call, shared by all convs
 
@@ -168,6 +176,13 @@ def scratch(key: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     size = math.prod(shape)
     _SCRATCH[key] = grown(_SCRATCH.get(key), size, dtype)
     return _SCRATCH[key][:size].reshape(shape)
+
+
+def release_scratch(budget: int) -> None:
+    """Drop the shared scratch buffers larger than ``budget`` bytes."""
+    for key, buffer in list(_SCRATCH.items()):
+        if buffer.nbytes > budget:
+            del _SCRATCH[key]
 
 
 def grown(buffer: np.ndarray | None, size: int, dtype: np.dtype) -> np.ndarray:
