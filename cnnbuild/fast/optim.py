@@ -10,6 +10,8 @@ from cnnbuild.optim import Adam, Momentum
 
 
 class FastAdam(Adam):
+    """Adam, its update in one compiled pass."""
+
     def _update(
         self, p: np.ndarray, g: np.ndarray, tmp: np.ndarray, m: np.ndarray, v: np.ndarray
     ) -> None:
@@ -25,6 +27,8 @@ class FastAdam(Adam):
 
 
 class FastMomentum(Momentum):
+    """Heavy-ball momentum, its update in one compiled pass."""
+
     def _update(self, p: np.ndarray, g: np.ndarray, tmp: np.ndarray, v: np.ndarray) -> None:
         kernels.momentum_update(
             p.reshape(-1), g.reshape(-1), v.reshape(-1), self.lr, self.config["momentum"]
