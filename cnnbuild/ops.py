@@ -67,6 +67,14 @@ def overlap(offset: int, pad: int, stride: int, size: int, out_size: int) -> tup
     return slice(first, last), strided(start, stride, last - first)
 
 
+def window_counts(
+    h: int, w: int, kh: int, kw: int, stride: int | Pair, pad: int | Pair, dilation: int | Pair
+) -> tuple[int, int]:
+    """Rows and columns of (kh, kw) windows over an (h, w) image padded by ``pad``."""
+    (sh, sw), (ph, pw), (dh, dw) = pair(stride), pair(pad), pair(dilation)
+    return (h + 2 * ph - dilated(kh, dh)) // sh + 1, (w + 2 * pw - dilated(kw, dw)) // sw + 1
+
+
 def windows(
     x: np.ndarray, kh: int, kw: int, stride: int | Pair, dilation: int | Pair = 1
 ) -> np.ndarray:
@@ -98,7 +106,7 @@ def im2col(
     """
     n, c, h, w = x.shape
     (sh, sw), (ph, pw), (dh, dw) = pair(stride), pair(pad), pair(dilation)
-    ho, wo = (h + 2 * ph - dilated(kh, dh)) // sh + 1, (w + 2 * pw - dilated(kw, dw)) // sw + 1
+    ho, wo = window_counts(h, w, kh, kw, stride, pad, dilation)
     source = x.transpose(1, 0, 2, 3)  # (C, N, H, W), a view
     if ph or pw:
         source = np.zeros((c, n, h + 2 * ph, w + 2 * pw), x.dtype)
@@ -127,7 +135,7 @@ def col2im(
     """
     n, c, h, w = x_shape
     (sh, sw), (ph, pw), (dh, dw) = pair(stride), pair(pad), pair(dilation)
-    ho, wo = (h + 2 * ph - dilated(kh, dh)) // sh + 1, (w + 2 * pw - dilated(kw, dw)) // sw + 1
+    ho, wo = window_counts(h, w, kh, kw, stride, pad, dilation)
     patches = cols.reshape(c, kh, kw, n, ho, wo)
     out = np.zeros((c, n, h, w), dtype=cols.dtype)
     for i in range(kh):

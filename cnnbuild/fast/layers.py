@@ -18,7 +18,7 @@ from cnnbuild.layers.activation import ReLU
 from cnnbuild.layers.base import Shape
 from cnnbuild.layers.norm import BatchNorm
 from cnnbuild.layers.pool import MaxPool
-from cnnbuild.shapes import Pair, dilated, pair
+from cnnbuild.shapes import Pair, pair
 
 
 def im2col(
@@ -33,8 +33,8 @@ def im2col(
     """``ops.im2col`` in one compiled pass, padding included."""
     n, c, h, w = x.shape
     (sh, sw), (ph, pw), (dh, dw) = pair(stride), pair(pad), pair(dilation)
-    ho, wo = (h + 2 * ph - dilated(kh, dh)) // sh + 1, (w + 2 * pw - dilated(kw, dw)) // sw + 1
     if out is None:
+        ho, wo = ops.window_counts(h, w, kh, kw, stride, pad, dilation)
         out = np.empty((c * kh * kw, n * ho * wo), x.dtype)
     kernels.im2col(x.transpose(1, 0, 2, 3), kh, kw, sh, sw, ph, pw, dh, dw, out)
     return out
