@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from cnnbuild.errors import SpecError
-from cnnbuild.specfile import PARAM, Path_, Spec, block_params, describe_path, item_problems
+from cnnbuild.specfile import (
+    PARAM,
+    Path_,
+    Spec,
+    block_params,
+    data_at,
+    describe_path,
+    item_problems,
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,7 @@ def resolve(spec: Spec) -> list[dict[str, Any]]:
             "name": item.get("name", f"{name}{counters[name]}"),
             "layers": resolved[key],
             "use": UseSite(name, site, "repeat" in item),
+            "changes": item.get("changes"),
         }
 
     layers = walk(spec.data["layers"], ("layers",))
@@ -100,20 +109,11 @@ def _value_problems(
     problems = []
     for index, item in enumerate(layers):
         for path, message, at_key in item_problems(item, ("blocks", block, "layers", index)):
-            written = _value_at(spec.data, path)
+            written = data_at(spec.data, path)
             match = PARAM.fullmatch(written) if isinstance(written, str) else None
             origin = f" (from {match[1]}: {json.dumps(args[match[1]])})" if match else ""
             problems.append(problem_in_use(spec, (site,), path, message + origin, at_key))
     return problems
-
-
-def _value_at(data: Any, path: Path_) -> Any:
-    for step in path:
-        try:
-            data = data[step]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return data
 
 
 def _described(spec: Spec, path: Path_, at_key: bool) -> str:

@@ -34,7 +34,7 @@ from cnnbuild.limits import (
     weight_memory,
 )
 from cnnbuild.options import did_you_mean
-from cnnbuild.specfile import Path_, Spec, parse_spec, read_spec
+from cnnbuild.specfile import Path_, Spec, data_at, item_problems, parse_spec, read_spec
 from cnnbuild.tables import aligned
 
 COMMON_KEYS = ("name", "type", "inputs")
@@ -52,6 +52,16 @@ class Planned:
     path: Path_  # where the layer stands in the file (in a block's definition, for a use)
     blocks: tuple[str, ...] = ()  # the repetitions holding it, outermost first: ("stage1_2",)
     sites: tuple[Path_, ...] = ()  # the uses of blocks holding it, outermost first
+    change: Path_ | None = None  # the block's `changes` entry that alters this one layer
+
+
+@dataclass(frozen=True)
+class Unmatched:
+    """Names in a block's ``changes`` (at ``path``) that no layer of the block has."""
+
+    path: Path_
+    unknown: list[str]
+    names: list[str]  # the layers the block has
 
 
 def load(path: str | Path, seed: int | None = None, dtype: Any = np.float32) -> Network:
@@ -83,7 +93,9 @@ def plan(spec: Spec) -> Network:
     data = spec.data
     items = resolve(spec)
     _check_layer_count(items, spec)
-    planned = _expand(items, ("layers",), block_input=INPUT, counters={})
+    unmatched: list[Unmatched] = []
+    planned = _expand(items, ("layers",), INPUT, counters={}, unmatched=unmatched)
+    _check_changes(planned, unmatched, spec)
     _assign_default_names(planned)
     problems = _check_names(planned, spec)
     layers = _construct(planned, spec, problems)
@@ -266,9 +278,11 @@ def _expand(
     block_input: str | Planned,
     counters: dict[str, int],
     sites: tuple[Path_, ...] = (),
+    unmatched: list[Unmatched] | None = None,
 ) -> list[Planned]:
-    """Flatten repeat blocks and resolved uses (``blocks.resolve``). Each layer's default
-    input is the one before it."""
+    """Flatten repeat blocks and resolved uses (``blocks.resolve``), applying each block's
+    ``changes`` to the layers they name. Each layer's default input is the one before it.
+    ``unmatched`` receives the changes that name no layer of their block."""
     planned: list[Planned] = []
     previous = block_input
     for index, item in enumerate(items):
@@ -277,19 +291,32 @@ def _expand(
             use = item.get("use")
             if use is None:
                 counters["block"] = counters.get("block", 0) + 1
-                inner_path, inner_sites = (*item_path, "layers"), sites
+                inner_path, inner_sites, site = (*item_path, "layers"), sites, item_path
             else:
                 inner_path, inner_sites = ("blocks", use.block, "layers"), (*sites, use.path)
+                site = use.path
             prefix = item.get("name", f"block{counters.get('block')}")
             numbered = use is None or use.numbered
+            changes = item.get("changes") or {}
+            names: list[str] = []
             for repetition in range(1, item["repeat"] + 1):
-                inner = _expand(item["layers"], inner_path, previous, counters, inner_sites)
+                inner = _expand(
+                    item["layers"], inner_path, previous, counters, inner_sites, unmatched
+                )
                 block = f"{prefix}_{repetition}" if numbered else prefix
                 _rename_block(inner, f"{block}_")
                 for layer in inner:
                     layer.blocks = (block, *layer.blocks)
+                    if layer.name in changes:
+                        change = changes[layer.name]
+                        layer.config |= {k: v for k, v in change.items() if k not in COMMON_KEYS}
+                        layer.change = (*site, "changes", layer.name)
+                names += [layer.name for layer in inner if layer.name]
                 planned.extend(inner)
                 previous = inner[-1]
+            unknown = [name for name in changes if name not in names]
+            if unknown and unmatched is not None:
+                unmatched.append(Unmatched((*site, "changes"), unknown, names))
             continue
         config = {key: value for key, value in item.items() if key not in COMMON_KEYS}
         given = item.get("inputs")
@@ -299,6 +326,46 @@ def _expand(
         )
         previous = planned[-1]
     return planned
+
+
+def _check_changes(planned: list[Planned], unmatched: list[Unmatched], spec: Spec) -> None:
+    """Refuse a block's ``changes`` that name no layer of it, that alter a layer's name,
+    type or inputs, or that give a layer a value its type does not take."""
+    problems = []
+    for entry in unmatched:
+        shown = ", ".join(entry.names[:12]) + (", ..." if len(entry.names) > 12 else "")
+        problems += [
+            spec.problem(
+                (*entry.path, name),
+                f"no layer named {name!r} in this block{did_you_mean(name, entry.names)}; "
+                f"changes name a layer as `summary` shows it: {shown or 'none is named'}",
+                at_key=True,
+            )
+            for name in entry.unknown
+        ]
+    checked = set()
+    for layer in planned:
+        if layer.change is None or layer.change in checked:
+            continue
+        checked.add(layer.change)
+        change = data_at(spec.data, layer.change)
+        problems += [
+            spec.problem(
+                (*layer.change, key),
+                f"a change keeps the layer's {key} — to alter it, write this repetition "
+                "out as layers of its own",
+                at_key=True,
+            )
+            for key in COMMON_KEYS
+            if key in change
+        ]
+        merged = {"type": layer.type_name, **layer.config}
+        problems += [
+            spec.problem(path if path[len(layer.change)] in change else layer.change, message)
+            for path, message, _ in item_problems(merged, layer.change)
+        ]
+    if problems:
+        raise SpecError(_unique(problems))
 
 
 def _rename_block(inner: list[Planned], prefix: str) -> None:
@@ -547,6 +614,9 @@ def shapes_so_far(
 def _problem(spec: Spec, layer: Planned, message: str, key: str | None = None) -> str:
     """The located message for a problem of ``layer`` (at its ``key``): at the layer in the
     file, or at the use of the block holding it, naming the line of its definition."""
+    if layer.change is not None:
+        changed = key in data_at(spec.data, layer.change)
+        return spec.problem((*layer.change, key) if changed else layer.change, message)
     path = (*layer.path, key) if key else layer.path
     if layer.sites:
         return problem_in_use(spec, layer.sites, path, message)

@@ -3,7 +3,9 @@
 PATH is dotted: ``training.optimizer.lr``, ``input``, ``input.0``; layers by name,
 ``layers.conv1.filters`` or just ``conv1.filters`` (names as written in the file, or the
 default ``<type><n>`` of an unnamed layer outside repeat blocks); a repeat block by its name,
-``stage1.conv.filters`` (every repetition) or ``stage1.repeat``. VALUE is YAML, read as plain
+``stage1.conv.filters`` (every repetition) or ``stage1.repeat``; one layer of a repeat block
+or a use by the name ``summary`` shows, ``stage1_2_conv.filters`` (written to the block's
+``changes``). VALUE is YAML, read as plain
 data (``[1, 28, 28]``, ``{type: sgd}``, ``true``, ``1e-3``); an empty VALUE is null.
 
 Missing mappings on the way are created (``training.augment.flip=true`` works in a file
@@ -16,14 +18,17 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from cnnbuild.errors import SpecError
 from cnnbuild.options import did_you_mean
-from cnnbuild.specfile import PLAIN_TAGS, Spec, uses
+from cnnbuild.specfile import PLAIN_TAGS, Spec, data_at
 from cnnbuild.specfile import read_spec as read_plain_spec
+
+if TYPE_CHECKING:
+    from cnnbuild.builder import Planned
 
 TOP_LEVEL = ("name", "input", "classes", "layers", "training", "blocks", "constraints", "sweep")
 BLOCK_KEYS = ("repeat", "name", "layers")
@@ -52,18 +57,16 @@ def apply_overrides(spec: Spec, overrides: Sequence[str]) -> None:
 
 
 def value_at(data: dict[str, Any], path_text: str) -> Any:
-    """The value PATH names in ``data``; None where it does not exist."""
+    """The value PATH names in ``data``; None where it does not exist. A layer of a repeat
+    block or use that its block's ``changes`` leave alone has its layer's value."""
     try:
         path, _ = _resolve(data, path_text, f"--set {path_text}")
     except SpecError:
         return None
-    node: Any = data
-    for step in path:
-        try:
-            node = node[step]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return node
+    value = data_at(data, path)
+    name, *keys = path_text.split(".")
+    layer = _block_layers(data).get(name) if value is None and len(keys) == 1 else None
+    return layer.config.get(keys[0]) if layer else value
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -114,10 +117,18 @@ def _resolve(data: dict[str, Any], path_text: str, flag: str) -> tuple[tuple, li
     names = _layer_names(data)
     path: tuple = ()
     node: Any = data
-    first = segments[0]
-    if first not in TOP_LEVEL and first not in data and isinstance(data.get("layers"), list):
-        path, node = ("layers",), data["layers"]  # a layer name: `conv1.filters`
     created: list[tuple] = []
+    named = segments[1:] if segments[0] == "layers" and len(segments) > 1 else segments
+    layer = _block_layer(data, named[0], names)
+    if layer is not None:  # one layer of a repetition or use: its block's `changes` entry
+        segments = named
+        path = (*_top_block(layer), "changes")
+        node = data_at(data, path)
+        if node is None:
+            node = _MISSING
+            created.append(path)
+    elif segments[0] not in (*TOP_LEVEL, *data) and isinstance(data.get("layers"), list):
+        path, node = ("layers",), data["layers"]  # a layer name: `conv1.filters`
     for position, segment in enumerate(segments):
         last = position == len(segments) - 1
         if node is _MISSING:  # inside a mapping that the override creates
@@ -126,10 +137,10 @@ def _resolve(data: dict[str, Any], path_text: str, flag: str) -> tuple[tuple, li
                 created.append(path)
             continue
         if isinstance(node, list):
-            if position == 0 and not (_repetition_of(segment, data) or _use_of(segment, data)):
+            if position == 0:
                 known = _names_here(node, path, names)
                 if segment not in known:
-                    raise SpecError([_no_top_level(segment, list(known), flag)])
+                    raise SpecError([_no_top_level(segment, list(known), flag, data)])
             index = _list_index(node, segment, path, names, flag, data)
             path, node = (*path, index), node[index]
             continue
@@ -144,7 +155,7 @@ def _resolve(data: dict[str, Any], path_text: str, flag: str) -> tuple[tuple, li
             if segment not in node and not path and segment not in TOP_LEVEL:
                 layers = data.get("layers") if isinstance(data.get("layers"), list) else []
                 known = _names_here(layers, ("layers",), _layer_names(data))
-                raise SpecError([_no_top_level(segment, list(known), flag)])
+                raise SpecError([_no_top_level(segment, list(known), flag, data)])
             path = (*path, segment)
             if segment in node:
                 node = node[segment]
@@ -169,7 +180,7 @@ _MISSING = object()
 def _assign(data: dict[str, Any], path: tuple, value: Any) -> None:
     node: Any = data
     for step in path[:-1]:
-        if isinstance(node, dict) and step not in node:
+        if isinstance(node, dict) and node.get(step) is None:
             node[step] = {}
         node = node[step]
     node[path[-1]] = value
@@ -198,27 +209,6 @@ def _list_index(
     here = _names_here(items, path, names)
     if segment in here:
         return here[segment]
-    used = _use_of(segment, data)
-    if used:
-        use, block, inner = used
-        raise SpecError(
-            [
-                f"{flag}: {segment!r} is the layer {inner!r} of {use!r}, a use of the block "
-                f"{block!r}; set a parameter of the use ({use}.PARAM=VALUE) or the block's "
-                f"definition, in every use (blocks.{block}.layers.{inner}.KEY=VALUE)"
-            ]
-        )
-    expanded = _repetition_of(segment, data)
-    if expanded:
-        block, number, inner = expanded
-        raise SpecError(
-            [
-                f"{flag}: {segment!r} is the layer {inner!r} of repetition {number} of the block "
-                f"{block!r}; --set changes a block's layer in every repetition "
-                f"({block}.{inner}.KEY=VALUE) — to change one repetition, write the block out "
-                "in the file"
-            ]
-        )
     where = "the layers" if len(path) == 1 else f"the block {_block_name(data, path)!r}"
     known = ", ".join(here) or "none"
     raise SpecError(
@@ -248,8 +238,8 @@ def _block_name(data: Any, path: tuple) -> str:
     return str(node.get("name", "block")) if isinstance(node, dict) else "block"
 
 
-def _no_top_level(segment: str, layers: list[str], flag: str) -> str:
-    hint = did_you_mean(segment, [*TOP_LEVEL, *layers])
+def _no_top_level(segment: str, layers: list[str], flag: str, data: dict[str, Any]) -> str:
+    hint = did_you_mean(segment, [*TOP_LEVEL, *layers, *_block_layers(data)])
     shown = ", ".join(layers) or "none"
     return (
         f"{flag}: no key or layer named {segment!r}{hint}; top-level keys: "
@@ -273,40 +263,33 @@ def _layer_names(data: dict[str, Any]) -> dict[tuple, str]:
     return {layer.path: layer.name for layer in planned if len(layer.path) == 2}
 
 
-def _repetition_of(segment: str, data: dict[str, Any]) -> tuple[str, int, str] | None:
-    """(block, repetition, inner name) when ``segment`` is the expanded name of a layer in a
-    repeat block, such as ``stage1_2_conv``."""
-    stack = [data.get("layers")]
-    while stack:
-        items = stack.pop()
-        for item in items if isinstance(items, list) else ():
-            if not (isinstance(item, dict) and _is_block(item)):
-                continue
-            block = str(item.get("name", ""))
-            match = re.fullmatch(rf"{re.escape(block)}_(\d+)_(.+)", segment) if block else None
-            if match:
-                return block, int(match.group(1)), match.group(2)
-            stack.append(item["layers"])
-    return None
+def _block_layers(data: dict[str, Any]) -> dict[str, Planned]:
+    """The layers of repeat blocks and uses by the name ``summary`` shows (``stage1_2_conv``,
+    ``res_a_1_conv1``); empty when the layers cannot be expanded (the checks after the
+    overrides say why)."""
+    from cnnbuild.blocks import resolve
+    from cnnbuild.builder import _expand
+    from cnnbuild.graph import INPUT
 
-
-def _use_of(segment: str, data: dict[str, Any]) -> tuple[str, str, str] | None:
-    """(use, block, inner name) when ``segment`` is the expanded name of a layer of a named
-    use of a block, such as ``s1_dw`` or ``s2_1_dw``."""
-    for item, _ in _uses(data):
-        name = item.get("name")
-        named = isinstance(name, str)
-        match = re.fullmatch(rf"{re.escape(name)}_(\d+_)?(.+)", segment) if named else None
-        if match:
-            return name, str(item["use"]), match.group(2)
-    return None
-
-
-def _uses(data: dict[str, Any]) -> list[tuple[dict[str, Any], tuple]]:
     try:
-        return list(uses(data))
-    except (KeyError, TypeError, AttributeError):  # invalid: the checks after say why
-        return []
+        planned = _expand(resolve(Spec(data=data)), ("layers",), INPUT, counters={})
+    except Exception:  # an invalid file: validation reports it after the overrides
+        return {}
+    return {layer.name: layer for layer in planned if layer.name and layer.blocks}
+
+
+def _block_layer(data: dict[str, Any], name: str, names: dict[tuple, str]) -> Planned | None:
+    """The layer of a repeat block or use that ``summary`` shows as ``name``; None when
+    ``name`` is no such layer, or also names a top-level layer or block."""
+    layer = _block_layers(data).get(name)
+    if layer is None or name in _names_here(data["layers"], ("layers",), names):
+        return None
+    return layer
+
+
+def _top_block(layer: Planned) -> tuple:
+    """The data path of the top-level repeat block or use that holds ``layer``."""
+    return (layer.sites[0] if layer.sites else layer.path)[:2]
 
 
 def _inside_use(node: dict[str, Any], segment: str, flag: str) -> str:
@@ -314,7 +297,8 @@ def _inside_use(node: dict[str, Any], segment: str, flag: str) -> str:
     return (
         f"{flag}: {node.get('name', block)!r} uses the block {block!r}, whose layers are set in "
         f"its definition (blocks.{block}.layers.{segment}.KEY=VALUE, in every use); here set "
-        "its parameters, e.g. --set NAME.PARAM=VALUE"
+        "its parameters (--set NAME.PARAM=VALUE), or one of its layers by the name `summary` "
+        "shows (--set LAYER.KEY=VALUE)"
     )
 
 

@@ -303,6 +303,21 @@ def _repeat_block() -> dict[str, Any]:
                 "minItems": 1,
                 "items": {"$ref": "#/$defs/item"},
             },
+            "changes": _changes(),
+        },
+    }
+
+
+def _changes() -> dict[str, Any]:
+    return {
+        "description": "Layers of one repetition that differ from the others: each key is "
+        "a layer's name as `summary` shows it (`stage1_2_conv`), each value the keys that "
+        "change (`{filters: 64}`). `--set stage1_2_conv.filters=64` writes one.",
+        "type": "object",
+        "propertyNames": {"pattern": NAME_PATTERN},
+        "additionalProperties": {
+            "description": "The keys of this layer that differ, as in a layer of its type.",
+            "type": "object",
         },
     }
 
@@ -330,6 +345,7 @@ def _use_block() -> dict[str, Any]:
                 "type": "integer",
                 "minimum": 1,
             },
+            "changes": _changes(),
         },
         "additionalProperties": {"description": "A value for one of the block's parameters."},
     }

@@ -86,12 +86,14 @@ def describe_path(data: Any, path: Path_) -> str:
     """Where ``path`` points, for messages: ``layers[3] 'conv2' (conv)`` inside a layer,
     else the mapping that holds the value (``training.optimizer``)."""
     node, trail, layer, parent = data, "", "", ""
-    for step in path:
+    for index, step in enumerate(path):
         parent = trail
-        node = _child(node, step)
+        owner, node = node, _child(node, step)
         trail = f"{trail}[{step}]" if isinstance(step, int) else f"{trail}.{step}".lstrip(".")
         if isinstance(step, int) and isinstance(node, dict):
             layer = f"{trail} {_layer_label(node)}".rstrip()
+        elif step == "changes" and layer and index + 1 < len(path) and isinstance(owner, dict):
+            layer += f", its change to {path[index + 1]!r}"
     if layer:
         return layer
     return parent if path and isinstance(path[-1], str) else trail
@@ -108,6 +110,13 @@ def _layer_label(layer: dict[str, Any]) -> str:
     elif "repeat" in layer:
         label.append("(repeat block)")
     return " ".join(label)
+
+
+def data_at(data: Any, path: Path_) -> Any:
+    """The value at ``path`` in ``data``; None where there is none."""
+    for step in path:
+        data = _child(data, step)
+    return data
 
 
 def _child(node: Any, step: str | int) -> Any:
@@ -440,7 +449,7 @@ def _column(node: yaml.Node) -> int:
 # --- parametrised blocks -----------------------------------------------------------------------
 
 PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")  # `$NAME` in a block: a parameter's value
-USE_KEYS = ("use", "name", "repeat")  # the keys of a use that are not parameters
+USE_KEYS = ("use", "name", "repeat", "changes")  # the keys of a use that are not parameters
 
 
 def item_problems(

@@ -189,17 +189,32 @@ def test_editors_accept_blocks_with_the_shipped_schema():
         ("layers.s2.repeat=3", lambda net: net.nodes[9].name == "s2_3_dw"),
         ("blocks.sep.layers.pw.filters=12", lambda net: net.nodes[2].output_shape == (12, 8, 8)),
         ("blocks.sep.params.stride=2", lambda net: net.nodes[3].output_shape == (32, 4, 4)),
+        (
+            "s2_2_pw.filters=12",
+            lambda net: [n.output_shape[0] for n in net.nodes[5:9]] == [64, 32, 32, 12],
+        ),
+        ("layers.s1_dw.filters=8", lambda net: net.nodes[0].output_shape == (8, 8, 8)),
     ],
 )
 def test_set_changes_a_use_or_a_definition(write_spec, override, check):
     assert check(plan(read_spec(write_spec(SPEC), [override])))
 
 
+def test_a_use_s_changes_alter_one_of_its_layers(write_spec):
+    written = SPEC.replace("repeat: 2}", "repeat: 2, changes: {s2_2_pw: {filters: 12}}}")
+    summaries = [
+        CliRunner().invoke(main, ["summary", str(write_spec(written, "a.yaml"))]).output,
+        CliRunner()
+        .invoke(main, ["summary", str(write_spec(SPEC)), "--set", "s2_2_pw.filters=12"])
+        .output,
+    ]
+    assert summaries[0] == summaries[1] and "(12, 8, 8)" in summaries[0]
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("layers.s1_dw.filters=8", "'s1_dw' is the layer 'dw' of 's1', a use of the block 'sep'"),
-        ("s2_2_pw.filters=8", "set a parameter of the use (s2.PARAM=VALUE) or the block's "),
+        ("s2_3_pw.filters=8", "no key or layer named 's2_3_pw' — did you mean 's2_2_pw'?"),
         ("s1.dw.filters=8", "'s1' uses the block 'sep', whose layers are set in its definition"),
         ("s1.chh=3", "unknown parameter 'chh' — did you mean 'ch'?"),
     ],

@@ -9,7 +9,7 @@ from test_train import SPEC
 from cnnbuild.checkpoint import load_checkpoint
 from cnnbuild.cli import main
 from cnnbuild.errors import SpecError
-from cnnbuild.overrides import parse_value, read_spec
+from cnnbuild.overrides import parse_value, read_spec, value_at
 
 BLOCKS = """\
 name: blocks
@@ -84,13 +84,104 @@ def test_a_block_changes_in_every_repetition(blocks_file):
     assert read_spec(blocks_file, ["stage1.repeat=3"]).data["layers"][1]["repeat"] == 3
 
 
-def test_one_repetition_is_refused_with_the_way_to_do_it(blocks_file):
-    result, output = run("validate", blocks_file, "--set", "stage1_2_conv.filters=64")
+def conv_outputs(output: str) -> dict[str, str]:
+    """Summary rows of the block's convolutions: name -> the output's channels."""
+    rows = [line.split() for line in output.splitlines() if "_conv " in line]
+    return {row[0]: row[2] for row in rows}
+
+
+@pytest.mark.parametrize("path", ["stage1_2_conv.filters", "layers.stage1_2_conv.filters"])
+def test_one_repetition_changes_alone(blocks_file, path):
+    result, output = run("summary", blocks_file, "--set", f"{path}=6")
+    assert result.exit_code == 0, output
+    assert conv_outputs(output) == {"stage1_1_conv": "(4,", "stage1_2_conv": "(6,"}
+    spec = read_spec(blocks_file, [f"{path}=6", "stage1_2_conv.kernel=5"])
+    assert spec.data["layers"][1]["changes"] == {"stage1_2_conv": {"filters": 6, "kernel": 5}}
+    assert spec.data["layers"][1]["layers"][0]["filters"] == 4  # the block as written
+
+
+def test_changes_written_in_the_file_build_the_same_network(tmp_path, blocks_file):
+    written = tmp_path / "written.yaml"
+    written.write_text(BLOCKS.replace("  - {type: flatten}", CHANGES + "  - {type: flatten}"))
+    results = [
+        run("summary", written),
+        run("summary", blocks_file, "--set", "stage1_2_conv.filters=6"),
+    ]
+    assert results[0][0].exit_code == 0, results[0][1]
+    assert results[0][1] == results[1][1]
+
+
+CHANGES = """    changes:
+      stage1_2_conv: {filters: 6}
+"""
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            "stage1_3_conv: {filters: 6}",
+            ":12:7: layers[1] 'stage1' (repeat block), its change to 'stage1_3_conv': no layer "
+            "named 'stage1_3_conv' in this block — did you mean 'stage1_2_conv'?",
+        ),
+        (
+            "stage1_2_conv: {filters: 0}",
+            ":12:32: layers[1] 'stage1' (repeat block), its change to 'stage1_2_conv': 'filters' "
+            "must be >= 1, got 0",
+        ),
+        (
+            "stage1_2_conv: {type: dense}",
+            ":12:23: layers[1] 'stage1' (repeat block), its change to 'stage1_2_conv': a change "
+            "keeps the layer's type — to alter it, write this repetition out",
+        ),
+        ("stage1_2_conv: {kernel: 4}", ":12:22: layers[1] 'stage1' (repeat block), its change "),
+        ("stage1_2_conv: 6", ":12:22: layers[1] 'stage1' (repeat block), its change to "),
+    ],
+)
+def test_a_wrong_change_is_located_in_the_file(tmp_path, change, expected):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        BLOCKS.replace(
+            "  - {type: flatten}", f"    changes:\n      {change}\n  - {{type: flatten}}"
+        )
+    )
+    result, output = run("validate", bad)
+    assert result.exit_code == 2, output
+    assert f"{bad}{expected}" in output, output
+    assert "Traceback" not in output
+
+
+def test_a_wrong_repetition_is_named_with_the_ones_there_are(blocks_file):
+    result, output = run("validate", blocks_file, "--set", "stage1_3_conv.filters=64")
     assert result.exit_code == 2
-    assert "--set stage1_2_conv.filters: 'stage1_2_conv' is the layer 'conv' of repetition 2" in (
+    assert "no key or layer named 'stage1_3_conv' — did you mean 'stage1_2_conv'?" in output
+    result, output = run("validate", blocks_file, "--set", "stage1_2_conv.filters=0")
+    assert result.exit_code == 2
+    assert "--set stage1_2_conv.filters: layers[1] 'stage1' (repeat block), its change to " in (
         output
     )
-    assert "stage1.conv.KEY=VALUE" in output
+
+
+def test_a_change_inside_nested_blocks_reaches_one_layer(tmp_path):
+    nested = tmp_path / "nested.yaml"
+    nested.write_text(
+        BLOCKS.replace(
+            """      - {name: conv, type: conv, filters: 4, kernel: 3, padding: same}
+      - {type: relu}""",
+            """      - repeat: 2
+        name: unit
+        layers:
+          - {name: conv, type: conv, filters: 4, kernel: 3, padding: same}""",
+        )
+    )
+    result, output = run("summary", nested, "--set", "stage1_2_unit_1_conv.filters=6")
+    assert result.exit_code == 0, output
+    assert conv_outputs(output) == {
+        "stage1_1_unit_1_conv": "(4,",
+        "stage1_1_unit_2_conv": "(4,",
+        "stage1_2_unit_1_conv": "(6,",
+        "stage1_2_unit_2_conv": "(4,",
+    }
 
 
 def test_errors_name_the_override_or_the_file(tmp_path, spec_file):
@@ -174,3 +265,31 @@ def test_run_records_the_overrides_and_the_resolved_spec(tmp_path, spec_file, im
         "train", spec_file, "--resume", out / "last.npz", *args[:2], "--set", "training.seed=3"
     )
     assert result.exit_code == 2 and "--set training.seed cannot change when resuming" in output
+
+
+@pytest.mark.usefixtures("without_curves")
+def test_a_run_with_one_repetition_changed_records_and_resumes_it(tmp_path, image_folder):
+    spec_file = tmp_path / "blocks.yaml"
+    spec_file.write_text(BLOCKS + "training: {dataset: folder, batch_size: 16, seed: 5}\n")
+    out = tmp_path / "run"
+    sets = ["--set", "stage1_2_conv.filters=2", "--set", "training.epochs=1"]
+    result, output = run("train", spec_file, "--data-dir", image_folder, "--out", out, *sets)
+    assert result.exit_code == 0, output
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["network"]["layers"][1]["changes"] == {"stage1_2_conv": {"filters": 2}}
+    arrays, meta = load_checkpoint(out / "last.npz")
+    assert arrays["params/stage1_1_conv.W"].shape == (4, 4, 3, 3)
+    assert arrays["params/stage1_2_conv.W"].shape == (2, 4, 3, 3)
+    result, output = run("evaluate", out / "last.npz", "--data-dir", image_folder)
+    assert result.exit_code == 0, output
+    result, output = run("train", spec_file, "--resume", out / "last.npz", *sets[:2], "--epochs", 2)
+    assert result.exit_code == 0, output
+
+
+def test_a_sweep_reads_one_repetition_s_value(blocks_file):
+    """Sweeps start from the spec's own values: a repetition has its block's until changed."""
+    data = read_spec(blocks_file).data
+    assert value_at(data, "stage1_2_conv.filters") == 4
+    data = read_spec(blocks_file, ["stage1_2_conv.filters=6"]).data
+    assert value_at(data, "stage1_2_conv.filters") == 6
+    assert value_at(data, "stage1_1_conv.filters") == 4
