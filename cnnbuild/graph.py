@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from cnnbuild.summary import Summary
 
 INPUT = "input"  # the name by which layers refer to the network's input
-PREDICT_BATCH = 500  # images per batch in inference
+# Images per batch in inference: a training batch's size, so that evaluating between epochs
+# holds no more than training did (each layer keeps its last batch's values), at the same speed.
+PREDICT_BATCH = 128
 
 
 class Observer:
