@@ -5,11 +5,8 @@ A download that fails, is cut off or does not verify leaves nothing at the targe
 
 from __future__ import annotations
 
-import http.client
 import os
 import secrets
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO, TypeVar
@@ -64,6 +61,10 @@ def _fetch_one(url: str, target: Path, verify: Callable[[Path], T], progress: Pr
 
 
 def _download(url: str, out: BinaryIO, progress: Progress | None) -> None:
+    import http.client  # here, not at the top: they cost every command 40 ms of start-up
+    import urllib.error
+    import urllib.request
+
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
