@@ -278,6 +278,7 @@ def test_a_run_with_one_repetition_changed_records_and_resumes_it(tmp_path, imag
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["network"]["layers"][1]["changes"] == {"stage1_2_conv": {"filters": 2}}
     arrays, meta = load_checkpoint(out / "last.npz")
+    assert meta["overrides"] == sets[1::2]
     assert arrays["params/stage1_1_conv.W"].shape == (4, 4, 3, 3)
     assert arrays["params/stage1_2_conv.W"].shape == (2, 4, 3, 3)
     result, output = run("evaluate", out / "last.npz", "--data-dir", image_folder)
