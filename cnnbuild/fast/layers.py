@@ -57,15 +57,16 @@ def col2im(
     return planes.transpose(1, 0, 2, 3)
 
 
-# Fewer input or output channels than this and Winograd's 16 products are too thin to run
-# near BLAS's speed (measured: a 3-channel first layer takes twice as long as by im2col).
+# Fewer input or output channels than this and Winograd's products are too thin to run
+# near BLAS's speed (measured with F(2x2, 3x3): a 3-channel first layer took twice as long
+# as by im2col; with F(4x4, 3x3), cifar_resnet runs as fast with 8 as with 16, slower with 32).
 WINOGRAD_MIN_CHANNELS = 16
 
 
 class FastConv(conv.Conv):
     """A conv on compiled kernels: 3x3, stride 1, undilated and ungrouped by Winograd's
-    F(2x2, 3x3) (``winograd.py``), a chunk of images at a time, its buffers shared by all
-    convs; backward transforms x again rather than keep its transform (4 times x). The
+    F(4x4, 3x3) (``winograd.py``), a chunk of images at a time, its buffers shared by all
+    convs; backward transforms x again rather than keep its transform (2.25 times x). The
     rest by im2col and col2im, compiled. The products stay in BLAS."""
 
     unfold = staticmethod(im2col)
@@ -84,9 +85,10 @@ class FastConv(conv.Conv):
         budget = (TRAINING_CHUNK if train else INFERENCE_CHUNK) * conv.CHUNK
         if not train:
             release_scratch(budget)  # what training grew, evaluation does not need
-        for part, count in self._winograd_chunks(n, max(c, f), ho, wo, x.itemsize, budget):
-            v = scratch("v", (16, c, count), x.dtype)
-            m = scratch("m", (16, f, count), x.dtype)
+        for part in self._winograd_chunks(n, max(c, f), ho, wo, x.itemsize, budget):
+            count = winograd.tile_count(part.stop - part.start, ho, wo)
+            v = scratch("v", (winograd.POSITIONS, c, count), x.dtype)
+            m = scratch("m", (winograd.POSITIONS, f, count), x.dtype)
             winograd.convolve(planes[:, part], u, bias, self.padding[0], v, m, y[:, part])
         self._x = x
         return y.transpose(1, 0, 2, 3)
@@ -103,9 +105,10 @@ class FastConv(conv.Conv):
         u = winograd.transform_weights(turned)
         no_bias = np.zeros(c, dy.dtype)
         dx = np.empty((c, n, h, w), dy.dtype)
-        for part, count in self._weight_gradients_by_winograd(planes):
-            v = scratch("v", (16, f, count), dy.dtype)
-            m = scratch("m", (16, c, count), dy.dtype)
+        for part in self._weight_gradients_by_winograd(planes):
+            count = winograd.tile_count(part.stop - part.start, h, w)
+            v = scratch("v", (winograd.POSITIONS, f, count), dy.dtype)
+            m = scratch("m", (winograd.POSITIONS, c, count), dy.dtype)
             winograd.convolve(planes[:, part], u, no_bias, 2 - self.padding[0], v, m, dx[:, part])
         return [dx.transpose(1, 0, 2, 3)]
 
@@ -117,7 +120,7 @@ class FastConv(conv.Conv):
             pass
 
     def _by_winograd(self) -> bool:
-        """Whether this conv is one Winograd F(2x2, 3x3) computes, and has the channels to
+        """Whether this conv is one Winograd F(4x4, 3x3) computes, and has the channels to
         gain by it: with few, its products are too thin to run at BLAS's speed."""
         return (
             self.kernel == (3, 3)
@@ -128,21 +131,22 @@ class FastConv(conv.Conv):
             and min(self.params["W"].shape[:2]) >= WINOGRAD_MIN_CHANNELS
         )
 
-    def _weight_gradients_by_winograd(self, dy: np.ndarray) -> Iterator[tuple[slice, int]]:
+    def _weight_gradients_by_winograd(self, dy: np.ndarray) -> Iterator[slice]:
         """Fill grads W and b from dy planes (F, N, Ho, Wo) and x transformed again, chunk
-        by chunk of images; yields each chunk (and its tile count) once it is done with the
-        scratch buffers, so that the caller can reuse them."""
+        by chunk of images; yields each chunk once it is done with the scratch buffers, so
+        that the caller can reuse them."""
         x = self._x
         f, n, ho, wo = dy.shape
         th, tw = winograd.tiles(ho, wo)
-        du = np.zeros((16, f, x.shape[1]), dy.dtype)
+        du = np.zeros((winograd.POSITIONS, f, x.shape[1]), dy.dtype)
         channels, budget = max(x.shape[1], f), TRAINING_CHUNK * conv.CHUNK
-        for part, count in self._winograd_chunks(n, channels, ho, wo, dy.itemsize, budget):
-            v = scratch("v", (16, x.shape[1], count), x.dtype)
-            z = scratch("m", (16, f, count), dy.dtype)
+        for part in self._winograd_chunks(n, channels, ho, wo, dy.itemsize, budget):
+            count = winograd.tile_count(part.stop - part.start, ho, wo)
+            v = scratch("v", (winograd.POSITIONS, x.shape[1], count), x.dtype)
+            z = scratch("m", (winograd.POSITIONS, f, count), dy.dtype)
             winograd.input_tiles(x[part].transpose(1, 0, 2, 3), self.padding[0], th, tw, v)
             du += winograd.weight_products(dy[:, part], v, z)
-            yield part, count
+            yield part
         self.grads["W"][...] = winograd.weights_gradient(du)
         if self.config["bias"]:
             kernels.plane_sums(dy, self.grads["b"])
@@ -150,22 +154,19 @@ class FastConv(conv.Conv):
     @staticmethod
     def _winograd_chunks(
         n: int, channels: int, height: int, width: int, itemsize: int, budget: int
-    ) -> list[tuple[slice, int]]:
-        """Chunks of the batch whose transformed arrays (16 x channels x tiles) take at most
-        ``budget`` bytes, one image at least; with each chunk's tile count."""
+    ) -> list[slice]:
+        """Chunks of the batch whose transformed arrays (36 x channels x tiles of a
+        (height, width) output) take at most ``budget`` bytes, one image at least."""
         tiles = winograd.tile_count(1, height, width)
-        step = max(1, budget // (16 * channels * tiles * itemsize))
-        return [
-            (slice(start, start + step), min(step, n - start) * tiles)
-            for start in range(0, n, step)
-        ]
+        step = max(1, budget // (winograd.POSITIONS * channels * tiles * itemsize))
+        return [slice(start, min(start + step, n)) for start in range(0, n, step)]
 
 
 # Bytes of transforms a Winograd conv works on at a time, in units of conv.CHUNK (4 MB).
-# Measured on cifar_deep: a training step takes 7% longer with 16 MB chunks, 17% with 4 MB;
-# keeping the whole batch's transformed input from forward to backward, instead of
-# transforming x again, would save 11% but cost 140 MB more. Inference: 16 MB chunks are
-# 16% faster than 4 MB ones.
+# Measured on cifar_deep with F(4x4, 3x3): a training step takes 6 to 8% longer with 32 MB or
+# 128 MB chunks than with 64 MB. With F(2x2, 3x3), keeping the whole batch's transformed
+# input from forward to backward, instead of transforming x again, saved 11% and cost
+# 140 MB. Inference: 16 MB chunks were 16% faster than 4 MB ones.
 TRAINING_CHUNK, INFERENCE_CHUNK = 16, 4
 
 _SCRATCH: dict[str, np.ndarray] = {}  # what lives only within one call, shared by all convs

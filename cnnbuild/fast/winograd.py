@@ -1,10 +1,10 @@
-"""Winograd's minimal filtering F(2x2, 3x3) for 3x3 stride-1 convolutions (Lavin & Gray,
-"Fast Algorithms for Convolutional Neural Networks", 2016).
+"""Winograd's minimal filtering F(4x4, 3x3) for 3x3 stride-1 convolutions (Lavin & Gray,
+"Fast Algorithms for Convolutional Neural Networks", 2016; the points 0, ±1, ±2 and ∞).
 
-Each 2x2 block of outputs ("tile") is ``A^T [(G w G^T) * (B^T d B)] A`` for the 4x4 input
-patch d under it: 16 products per tile and channel pair instead of im2col's 36, and the
-transformed input is 4 times the input instead of im2col's 9. With the 16 transformed
-positions as a batch, the products become 16 matrix products ``U[k] (F, C) @ V[k] (C, T)``
+Each 4x4 block of outputs ("tile") is ``A^T [(G w G^T) * (B^T d B)] A`` for the 6x6 input
+patch d under it: 36 products per tile and channel pair instead of im2col's 144, and the
+transformed input is 2.25 times the input instead of im2col's 9. With the 36 transformed
+positions as a batch, the products become 36 matrix products ``U[k] (F, C) @ V[k] (C, T)``
 over the T tiles; the transforms are compiled, vectorised across a row of tiles.
 
 The same three transforms give the backward pass: dx is the forward transform of dy with
@@ -16,134 +16,263 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import prange
 
 from cnnbuild.fast.kernels import compiled
 
-G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+TILE, PATCH = 4, 6  # outputs and inputs along a side of a tile
+POSITIONS = PATCH * PATCH  # transformed values per tile and channel: the products' batch
+
+G = np.array(
+    [
+        [1 / 4, 0, 0],
+        [-1 / 6, -1 / 6, -1 / 6],
+        [-1 / 6, 1 / 6, -1 / 6],
+        [1 / 24, 1 / 12, 1 / 6],
+        [1 / 24, -1 / 12, 1 / 6],
+        [0, 0, 1],
+    ]
+)
+
+
+@numba.njit(cache=True, inline="always")
+def _constants(a):
+    """2, 4, 5 and 8 in the dtype of the array ``a``: with Python's numbers, float32 maths
+    would run in float64."""
+    kind = a.dtype.type
+    return kind(2), kind(4), kind(5), kind(8)
+
+
+@numba.njit(cache=True, inline="always")
+def _input_transform(k, d0, d1, d2, d3, d4, d5):
+    """B^T d for six values d along a side of a patch; k: ``_constants``."""
+    two, four, five, _ = k
+    return (
+        four * d0 - five * d2 + d4,
+        d3 + d4 - four * (d1 + d2),
+        d4 - d3 + four * (d1 - d2),
+        d4 - d2 + two * (d3 - d1),
+        d4 - d2 + two * (d1 - d3),
+        four * d1 - five * d3 + d5,
+    )
+
+
+@numba.njit(cache=True, inline="always")
+def _output_transform(k, m0, m1, m2, m3, m4, m5):
+    """A^T m for six transformed values m along a side of a tile; k: ``_constants``."""
+    two, four, _, eight = k
+    return (
+        m0 + m1 + m2 + m3 + m4,
+        m1 - m2 + two * (m3 - m4),
+        m1 + m2 + four * (m3 + m4),
+        m1 - m2 + eight * (m3 - m4) + m5,
+    )
+
+
+@numba.njit(cache=True, inline="always")
+def _output_adjoint(k, g0, g1, g2, g3):
+    """A g for four outputs g along a side of a tile, the adjoint of ``_output_transform``;
+    k: ``_constants``."""
+    two, four, _, eight = k
+    return (
+        g0,
+        g0 + g1 + g2 + g3,
+        g0 - g1 + g2 - g3,
+        g0 + two * g1 + four * g2 + eight * g3,
+        g0 - two * g1 + four * g2 - eight * g3,
+        g3,
+    )
+
+
+BLOCK = 256  # tiles a compiled transform takes at a time: its vectors, within the L1 cache
+
+
+@numba.njit(cache=True, inline="always")
+def _tile_place(tile, th, tw):
+    """(image, tile row, tile column) of a tile's index in a batch of th x tw tiles each."""
+    image, rest = divmod(tile, th * tw)
+    a, b = divmod(rest, tw)
+    return image, a, b
 
 
 def tiles(height: int, width: int) -> tuple[int, int]:
-    """Rows and columns of 2x2 output tiles covering a (height, width) output."""
-    return -(-height // 2), -(-width // 2)
+    """Rows and columns of 4x4 output tiles covering a (height, width) output."""
+    return -(-height // TILE), -(-width // TILE)
 
 
 def transform_weights(weights: np.ndarray) -> np.ndarray:
-    """W (F, C, 3, 3) -> U (16, F, C) = G W G^T at each of the 16 positions (float64 maths)."""
+    """W (F, C, 3, 3) -> U (36, F, C) = G W G^T at each of the 36 positions (float64 maths)."""
     f, c = weights.shape[:2]
-    u = np.einsum("ik,fckl,jl->ijfc", G, weights.astype(np.float64), G)
-    return u.reshape(16, f, c).astype(weights.dtype)
+    u = np.empty((POSITIONS, f, c), weights.dtype)
+    _transform_weights(weights, G, u)
+    return u
 
 
 def weights_gradient(du: np.ndarray) -> np.ndarray:
-    """The adjoint of ``transform_weights``: dU (16, F, C) -> dW (F, C, 3, 3)."""
-    f, c = du.shape[1:]
-    dw = np.einsum("ik,ijfc,jl->fckl", G, du.astype(np.float64).reshape(4, 4, f, c), G)
-    return dw.astype(du.dtype)
+    """The adjoint of ``transform_weights``: dU (36, F, C) -> dW (F, C, 3, 3)."""
+    dw = np.empty((*du.shape[1:], 3, 3), du.dtype)
+    _weights_gradient(du, G, dw)
+    return dw
+
+
+@compiled
+def _transform_weights(w, g, u):
+    filters, channels = w.shape[:2]
+    for f in prange(filters):
+        a = np.empty((6, 3))  # G W for one 3x3 kernel
+        for c in range(channels):
+            for i in range(6):
+                for j in range(3):
+                    a[i, j] = (
+                        g[i, 0] * w[f, c, 0, j] + g[i, 1] * w[f, c, 1, j] + g[i, 2] * w[f, c, 2, j]
+                    )
+            for i in range(6):
+                for j in range(6):
+                    u[6 * i + j, f, c] = a[i, 0] * g[j, 0] + a[i, 1] * g[j, 1] + a[i, 2] * g[j, 2]
+
+
+@compiled
+def _weights_gradient(du, g, dw):
+    filters, channels = dw.shape[:2]
+    for f in prange(filters):
+        a = np.empty((3, 6))  # G^T dU for one kernel's 36 positions
+        for c in range(channels):
+            for k in range(3):
+                for j in range(6):
+                    total = 0.0
+                    for i in range(6):
+                        total += g[i, k] * du[6 * i + j, f, c]
+                    a[k, j] = total
+            for k in range(3):
+                for q in range(3):
+                    total = 0.0
+                    for j in range(6):
+                        total += a[k, j] * g[j, q]
+                    dw[f, c, k, q] = total
 
 
 def products(u: np.ndarray, v: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out[k] = u[k] @ v[k] for the 16 positions, one BLAS call each (numpy's stacked matmul
+    """out[k] = u[k] @ v[k] for the 36 positions, one BLAS call each (numpy's stacked matmul
     is slower for these shapes)."""
-    for k in range(16):
+    for k in range(POSITIONS):
         np.matmul(u[k], v[k], out=out[k])
     return out
 
 
 @compiled
 def input_tiles(x, pad, th, tw, v):
-    """V[4i + j, c, tile] = (B^T d B)[i, j] for the 4x4 patch d of planes x (C, N, H, W) at
-    each tile (n, a, b), rows from 2a - pad and columns from 2b - pad, zero off x."""
-    channels, n, height, width = x.shape
+    """V[6i + j, c, tile] = (B^T d B)[i, j] for the 6x6 patch d of planes x (C, N, H, W) at
+    each tile (n, a, b), rows from 4a - pad and columns from 4b - pad, zero off x."""
+    channels, _, height, width = x.shape
+    k = _constants(v)
+    tiles = v.shape[2]
     for c in prange(channels):
-        row = np.zeros((4, 2 * tw + 2), x.dtype)  # input rows, padded with zeros
-        t = np.empty((4, 4, tw), x.dtype)
-        count = min(width, 2 * tw + 2 - pad)  # the input columns the tiles read
-        for image in range(n):
-            plane = x[c, image]
-            for a in range(th):
-                for i in range(4):
-                    source = 2 * a - pad + i
-                    if 0 <= source < height:
-                        row[i, pad : pad + count] = plane[source, :count]
-                    else:
-                        row[i] = 0
-                for j in range(4):
-                    for b in range(tw):
-                        d0, d1 = row[0, 2 * b + j], row[1, 2 * b + j]
-                        d2, d3 = row[2, 2 * b + j], row[3, 2 * b + j]
-                        t[0, j, b] = d0 - d2
-                        t[1, j, b] = d1 + d2
-                        t[2, j, b] = d2 - d1
-                        t[3, j, b] = d1 - d3
-                k = (image * th + a) * tw
-                for i in range(4):
-                    for b in range(tw):
-                        v[4 * i, c, k + b] = t[i, 0, b] - t[i, 2, b]
-                        v[4 * i + 1, c, k + b] = t[i, 1, b] + t[i, 2, b]
-                        v[4 * i + 2, c, k + b] = t[i, 2, b] - t[i, 1, b]
-                        v[4 * i + 3, c, k + b] = t[i, 1, b] - t[i, 3, b]
+        d = np.empty((6, 6, BLOCK), x.dtype)  # d[i, j, t]: the patch of tile t
+        s = np.empty((6, 6, BLOCK), x.dtype)
+        for start in range(0, tiles, BLOCK):
+            size = min(BLOCK, tiles - start)
+            for t in range(size):
+                image, a, b = _tile_place(start + t, th, tw)
+                top, left = 4 * a - pad, 4 * b - pad
+                if top >= 0 and top + 6 <= height and left >= 0 and left + 6 <= width:
+                    for i in range(6):
+                        for j in range(6):
+                            d[i, j, t] = x[c, image, top + i, left + j]
+                else:  # at an edge: zero off x
+                    for i in range(6):
+                        for j in range(6):
+                            inside = 0 <= top + i < height and 0 <= left + j < width
+                            d[i, j, t] = x[c, image, top + i, left + j] if inside else 0
+            for i in range(6):
+                for t in range(size):
+                    s0, s1, s2, s3, s4, s5 = _input_transform(
+                        k, d[i, 0, t], d[i, 1, t], d[i, 2, t], d[i, 3, t], d[i, 4, t], d[i, 5, t]
+                    )
+                    s[i, 0, t], s[i, 1, t], s[i, 2, t] = s0, s1, s2
+                    s[i, 3, t], s[i, 4, t], s[i, 5, t] = s3, s4, s5
+            for j in range(6):
+                for t in range(size):
+                    r0, r1, r2, r3, r4, r5 = _input_transform(
+                        k, s[0, j, t], s[1, j, t], s[2, j, t], s[3, j, t], s[4, j, t], s[5, j, t]
+                    )
+                    v[j, c, start + t], v[6 + j, c, start + t] = r0, r1
+                    v[12 + j, c, start + t], v[18 + j, c, start + t] = r2, r3
+                    v[24 + j, c, start + t], v[30 + j, c, start + t] = r4, r5
 
 
 @compiled
 def output_tiles(m, bias, th, tw, y):
-    """y (F, N, H, W) = A^T M A + bias for each tile of M (16, F, T); tiles past the edge
+    """y (F, N, H, W) = A^T M A + bias for each tile of M (36, F, T); tiles past the edge
     of y (odd sizes) are cut."""
-    filters, n, height, width = y.shape
+    filters, _, height, width = y.shape
+    k = _constants(y)
+    tiles = m.shape[2]
     for f in prange(filters):
-        s = np.empty((2, 4, tw), m.dtype)
-        out = np.empty((2, 2, tw), m.dtype)
-        for image in range(n):
-            for a in range(th):
-                k = (image * th + a) * tw
-                for j in range(4):
-                    for b in range(tw):
-                        s[0, j, b] = m[j, f, k + b] + m[4 + j, f, k + b] + m[8 + j, f, k + b]
-                        s[1, j, b] = m[4 + j, f, k + b] - m[8 + j, f, k + b] - m[12 + j, f, k + b]
-                for i in range(2):
-                    for b in range(tw):
-                        out[i, 0, b] = s[i, 0, b] + s[i, 1, b] + s[i, 2, b] + bias[f]
-                        out[i, 1, b] = s[i, 1, b] - s[i, 2, b] - s[i, 3, b] + bias[f]
-                for i in range(min(2, height - 2 * a)):
-                    row = y[f, image, 2 * a + i]
-                    for b in range(tw):
-                        row[2 * b] = out[i, 0, b]
-                        if 2 * b + 1 < width:
-                            row[2 * b + 1] = out[i, 1, b]
+        s = np.empty((4, 6, BLOCK), m.dtype)
+        out = np.empty((4, 4, BLOCK), m.dtype)
+        for start in range(0, tiles, BLOCK):
+            size = min(BLOCK, tiles - start)
+            for j in range(6):
+                for t in range(size):
+                    s0, s1, s2, s3 = _output_transform(
+                        k,
+                        m[j, f, start + t],
+                        m[6 + j, f, start + t],
+                        m[12 + j, f, start + t],
+                        m[18 + j, f, start + t],
+                        m[24 + j, f, start + t],
+                        m[30 + j, f, start + t],
+                    )
+                    s[0, j, t], s[1, j, t], s[2, j, t], s[3, j, t] = s0, s1, s2, s3
+            for i in range(4):
+                for t in range(size):
+                    o0, o1, o2, o3 = _output_transform(
+                        k, s[i, 0, t], s[i, 1, t], s[i, 2, t], s[i, 3, t], s[i, 4, t], s[i, 5, t]
+                    )
+                    out[i, 0, t], out[i, 1, t] = o0 + bias[f], o1 + bias[f]
+                    out[i, 2, t], out[i, 3, t] = o2 + bias[f], o3 + bias[f]
+            for t in range(size):
+                image, a, b = _tile_place(start + t, th, tw)
+                for i in range(min(4, height - 4 * a)):
+                    for q in range(min(4, width - 4 * b)):
+                        y[f, image, 4 * a + i, 4 * b + q] = out[i, q, t]
 
 
 @compiled
 def output_tiles_adjoint(dy, th, tw, z):
-    """The adjoint of ``output_tiles`` (without bias): Z (16, F, T) = A g A^T for each 2x2
+    """The adjoint of ``output_tiles`` (without bias): Z (36, F, T) = A g A^T for each 4x4
     tile g of dy (F, N, H, W), zero past its edge."""
-    filters, n, height, width = dy.shape
+    filters, _, height, width = dy.shape
+    k = _constants(z)
+    tiles = z.shape[2]
     for f in prange(filters):
-        g = np.empty((2, 2, tw), dy.dtype)
-        r = np.empty((4, 2, tw), dy.dtype)
-        for image in range(n):
-            for a in range(th):
-                for i in range(2):
-                    if 2 * a + i < height:
-                        row = dy[f, image, 2 * a + i]
-                        for b in range(tw):
-                            g[i, 0, b] = row[2 * b]
-                            g[i, 1, b] = row[2 * b + 1] if 2 * b + 1 < width else 0
-                    else:
-                        g[i] = 0
-                for j in range(2):
-                    for b in range(tw):
-                        r[0, j, b] = g[0, j, b]
-                        r[1, j, b] = g[0, j, b] + g[1, j, b]
-                        r[2, j, b] = g[0, j, b] - g[1, j, b]
-                        r[3, j, b] = -g[1, j, b]
-                k = (image * th + a) * tw
+        g = np.empty((4, 4, BLOCK), dy.dtype)  # g[i, q, t]: the 4x4 of dy under tile t
+        r = np.empty((6, 4, BLOCK), dy.dtype)
+        for start in range(0, tiles, BLOCK):
+            size = min(BLOCK, tiles - start)
+            for t in range(size):
+                image, a, b = _tile_place(start + t, th, tw)
                 for i in range(4):
-                    for b in range(tw):
-                        z[4 * i, f, k + b] = r[i, 0, b]
-                        z[4 * i + 1, f, k + b] = r[i, 0, b] + r[i, 1, b]
-                        z[4 * i + 2, f, k + b] = r[i, 0, b] - r[i, 1, b]
-                        z[4 * i + 3, f, k + b] = -r[i, 1, b]
+                    for q in range(4):
+                        inside = 4 * a + i < height and 4 * b + q < width
+                        g[i, q, t] = dy[f, image, 4 * a + i, 4 * b + q] if inside else 0
+            for q in range(4):
+                for t in range(size):
+                    r0, r1, r2, r3, r4, r5 = _output_adjoint(
+                        k, g[0, q, t], g[1, q, t], g[2, q, t], g[3, q, t]
+                    )
+                    r[0, q, t], r[1, q, t], r[2, q, t] = r0, r1, r2
+                    r[3, q, t], r[4, q, t], r[5, q, t] = r3, r4, r5
+            for i in range(6):
+                for t in range(size):
+                    z0, z1, z2, z3, z4, z5 = _output_adjoint(
+                        k, r[i, 0, t], r[i, 1, t], r[i, 2, t], r[i, 3, t]
+                    )
+                    z[6 * i, f, start + t], z[6 * i + 1, f, start + t] = z0, z1
+                    z[6 * i + 2, f, start + t], z[6 * i + 3, f, start + t] = z2, z3
+                    z[6 * i + 4, f, start + t], z[6 * i + 5, f, start + t] = z4, z5
 
 
 def convolve(
@@ -156,8 +285,8 @@ def convolve(
     y: np.ndarray,
 ) -> None:
     """y (F, N, Ho, Wo) = the 3x3 stride-1 convolution of planes (C, N, H, W), zero-padded
-    by ``pad``, with transformed weights U (16, F, C), plus ``bias``. Fills v (16, C, T)
-    with the transformed input and uses m (16, F, T) as scratch."""
+    by ``pad``, with transformed weights U (36, F, C), plus ``bias``. Fills v (36, C, T)
+    with the transformed input and uses m (36, F, T) as scratch."""
     th, tw = tiles(*y.shape[2:])
     input_tiles(planes, pad, th, tw, v)
     products(u, v, m)
@@ -165,12 +294,12 @@ def convolve(
 
 
 def weight_products(dy: np.ndarray, v: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """dU (16, F, C) = sum over tiles of (A dy A^T) * V, for dW = G^T dU G; dy (F, N, Ho,
-    Wo) planes, v (16, C, T) the transformed input, z (16, F, T) scratch."""
+    """dU (36, F, C) = sum over tiles of (A dy A^T) * V, for dW = G^T dU G; dy (F, N, Ho,
+    Wo) planes, v (36, C, T) the transformed input, z (36, F, T) scratch."""
     th, tw = tiles(*dy.shape[2:])
     output_tiles_adjoint(dy, th, tw, z)
-    du = np.empty((16, z.shape[1], v.shape[1]), dy.dtype)
-    for k in range(16):
+    du = np.empty((POSITIONS, z.shape[1], v.shape[1]), dy.dtype)
+    for k in range(POSITIONS):
         np.matmul(z[k], v[k].T, out=du[k])
     return du
 
