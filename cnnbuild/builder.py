@@ -360,10 +360,9 @@ def _check_changes(planned: list[Planned], unmatched: list[Unmatched], spec: Spe
             if key in change
         ]
         merged = {"type": layer.type_name, **layer.config}
-        problems += [
-            spec.problem(path if path[len(layer.change)] in change else layer.change, message)
-            for path, message, _ in item_problems(merged, layer.change)
-        ]
+        for path, message, _ in item_problems(merged, layer.change):
+            key = path[len(layer.change)] if len(path) > len(layer.change) else None
+            problems.append(spec.problem(path if key in change else layer.change, message))
     if problems:
         raise SpecError(_unique(problems))
 
