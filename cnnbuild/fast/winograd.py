@@ -5,7 +5,8 @@ Each 4x4 block of outputs ("tile") is ``A^T [(G w G^T) * (B^T d B)] A`` for the 
 patch d under it: 36 products per tile and channel pair instead of im2col's 144, and the
 transformed input is 2.25 times the input instead of im2col's 9. With the 36 transformed
 positions as a batch, the products become 36 matrix products ``U[k] (F, C) @ V[k] (C, T)``
-over the T tiles; the transforms are compiled, vectorised across a row of tiles.
+over the T tiles. The transforms are compiled and take a channel's tiles BLOCK at a time,
+each stage one loop across the block.
 
 The same three transforms give the backward pass: dx is the forward transform of dy with
 the kernel turned and its channel axes swapped (padding 2 - p), and dW is
@@ -24,6 +25,7 @@ from cnnbuild.fast.kernels import compiled
 
 TILE, PATCH = 4, 6  # outputs and inputs along a side of a tile
 POSITIONS = PATCH * PATCH  # transformed values per tile and channel: the products' batch
+BLOCK = 256  # tiles a transform takes at a time: 36 KB per stage in float32, kept in cache
 
 G = np.array(
     [
@@ -84,9 +86,6 @@ def _output_adjoint(k, g0, g1, g2, g3):
         g0 - two * g1 + four * g2 - eight * g3,
         g3,
     )
-
-
-BLOCK = 256  # tiles a compiled transform takes at a time: its vectors, within the L1 cache
 
 
 @numba.njit(cache=True, inline="always")
