@@ -65,12 +65,13 @@ WINOGRAD_MIN_CHANNELS = 16
 
 class FastConv(conv.Conv):
     """A conv on compiled kernels: 3x3, stride 1, undilated and ungrouped by Winograd's
-    F(4x4, 3x3) (``winograd.py``), a chunk of images at a time, its buffers shared by all
-    convs; backward transforms x again rather than keep its transform (2.25 times x). The
-    rest by im2col and col2im, compiled. The products stay in BLAS."""
+    F(4x4, 3x3) (``winograd.py``), a chunk of images at a time, its scratch buffers shared
+    by all convs; a training forward keeps x's transform (2.25 times x) for dW. The rest by
+    im2col and col2im, compiled. The products stay in BLAS."""
 
     unfold = staticmethod(im2col)
     fold = staticmethod(col2im)
+    _v: np.ndarray | None = None  # x's Winograd transform from a training forward
 
     def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
         if not self._by_winograd():
@@ -83,11 +84,23 @@ class FastConv(conv.Conv):
         bias = self.params["b"] if self.config["bias"] else np.zeros(f, x.dtype)
         y = np.empty((f, n, ho, wo), x.dtype)
         budget = (TRAINING_CHUNK if train else INFERENCE_CHUNK) * conv.CHUNK
-        if not train:
+        per_image = winograd.tile_count(1, ho, wo)
+        if train:  # keep x's transform for dW
+            shape, size = (
+                (winograd.POSITIONS, c, n * per_image),
+                winograd.POSITIONS * c * n * per_image,
+            )
+            kept = None if self._v is None else self._v.ravel()
+            self._v = grown(kept, size, x.dtype)[:size].reshape(shape)
+        else:
+            self._v = None
             release_scratch(budget)  # what training grew, evaluation does not need
         for part in self._winograd_chunks(n, max(c, f), ho, wo, x.itemsize, budget):
             count = winograd.tile_count(part.stop - part.start, ho, wo)
-            v = scratch("v", (winograd.POSITIONS, c, count), x.dtype)
+            if train:
+                v = self._v[:, :, part.start * per_image : part.start * per_image + count]
+            else:
+                v = scratch("v", (winograd.POSITIONS, c, count), x.dtype)
             m = scratch("m", (winograd.POSITIONS, f, count), x.dtype)
             winograd.convolve(planes[:, part], u, bias, self.padding[0], v, m, y[:, part])
         self._x = x
@@ -132,19 +145,24 @@ class FastConv(conv.Conv):
         )
 
     def _weight_gradients_by_winograd(self, dy: np.ndarray) -> Iterator[slice]:
-        """Fill grads W and b from dy planes (F, N, Ho, Wo) and x transformed again, chunk
-        by chunk of images; yields each chunk once it is done with the scratch buffers, so
-        that the caller can reuse them."""
+        """Fill grads W and b from dy planes (F, N, Ho, Wo) and the transform of x that a
+        training forward kept (after an inference forward, x transformed again), chunk by
+        chunk of images; yields each chunk once it is done with the scratch buffers, so that
+        the caller can reuse them."""
         x = self._x
         f, n, ho, wo = dy.shape
         th, tw = winograd.tiles(ho, wo)
         du = np.zeros((winograd.POSITIONS, f, x.shape[1]), dy.dtype)
         channels, budget = max(x.shape[1], f), TRAINING_CHUNK * conv.CHUNK
+        per_image = winograd.tile_count(1, ho, wo)
         for part in self._winograd_chunks(n, channels, ho, wo, dy.itemsize, budget):
             count = winograd.tile_count(part.stop - part.start, ho, wo)
-            v = scratch("v", (winograd.POSITIONS, x.shape[1], count), x.dtype)
+            if self._v is None:
+                v = scratch("v", (winograd.POSITIONS, x.shape[1], count), x.dtype)
+                winograd.input_tiles(x[part].transpose(1, 0, 2, 3), self.padding[0], th, tw, v)
+            else:
+                v = self._v[:, :, part.start * per_image : part.start * per_image + count]
             z = scratch("m", (winograd.POSITIONS, f, count), dy.dtype)
-            winograd.input_tiles(x[part].transpose(1, 0, 2, 3), self.padding[0], th, tw, v)
             du += winograd.weight_products(dy[:, part], v, z)
             yield part
         self.grads["W"][...] = winograd.weights_gradient(du)
@@ -164,9 +182,9 @@ class FastConv(conv.Conv):
 
 # Bytes of transforms a Winograd conv works on at a time, in units of conv.CHUNK (4 MB).
 # Measured on cifar_deep with F(4x4, 3x3): a training step takes 6 to 8% longer with 32 MB or
-# 128 MB chunks than with 64 MB. With F(2x2, 3x3), keeping the whole batch's transformed
-# input from forward to backward, instead of transforming x again, saved 11% and cost
-# 140 MB. Inference: 16 MB chunks were 16% faster than 4 MB ones.
+# 128 MB chunks than with 64 MB, and 6 to 13% longer when backward transforms x again
+# instead of keeping forward's transform (which costs about 95 MB). Inference: 16 MB chunks
+# were 16% faster than 4 MB ones.
 TRAINING_CHUNK, INFERENCE_CHUNK = 16, 4
 
 _SCRATCH: dict[str, np.ndarray] = {}  # what lives only within one call, shared by all convs
