@@ -248,34 +248,31 @@ def _no_top_level(segment: str, layers: list[str], flag: str, data: dict[str, An
 
 
 def _layer_names(data: dict[str, Any]) -> dict[tuple, str]:
-    """The default names (``dense1``) of unnamed layers outside repeat blocks, by data path;
-    empty when the layers cannot be expanded (the checks after the overrides say why)."""
-    from cnnbuild.blocks import resolve
-    from cnnbuild.builder import _assign_default_names, _expand
-    from cnnbuild.graph import INPUT
+    """The default names (``dense1``) of unnamed layers outside repeat blocks, by data path."""
+    from cnnbuild.builder import _assign_default_names
 
-    try:
-        items = resolve(Spec(data=data))
-        planned = _expand(items, ("layers",), block_input=INPUT, counters={})
-        _assign_default_names(planned)
-    except Exception:  # an invalid file: validation reports it after the overrides
-        return {}
+    planned = _expanded(data)
+    _assign_default_names(planned)
     return {layer.path: layer.name for layer in planned if len(layer.path) == 2}
 
 
 def _block_layers(data: dict[str, Any]) -> dict[str, Planned]:
     """The layers of repeat blocks and uses by the name ``summary`` shows (``stage1_2_conv``,
-    ``res_a_1_conv1``); empty when the layers cannot be expanded (the checks after the
-    overrides say why)."""
+    ``res_a_1_conv1``)."""
+    return {layer.name: layer for layer in _expanded(data) if layer.name and layer.blocks}
+
+
+def _expanded(data: dict[str, Any]) -> list[Planned]:
+    """The spec's layers with its repeat blocks and uses expanded, as the builder plans them;
+    empty when they cannot be (the checks after the overrides say why)."""
     from cnnbuild.blocks import resolve
     from cnnbuild.builder import _expand
     from cnnbuild.graph import INPUT
 
     try:
-        planned = _expand(resolve(Spec(data=data)), ("layers",), INPUT, counters={})
+        return _expand(resolve(Spec(data=data)), ("layers",), INPUT, counters={})
     except Exception:  # an invalid file: validation reports it after the overrides
-        return {}
-    return {layer.name: layer for layer in planned if layer.name and layer.blocks}
+        return []
 
 
 def _block_layer(data: dict[str, Any], name: str, names: dict[tuple, str]) -> Planned | None:

@@ -86,11 +86,9 @@ class FastConv(conv.Conv):
         budget = (TRAINING_CHUNK if train else INFERENCE_CHUNK) * conv.CHUNK
         per_image = winograd.tile_count(1, ho, wo)
         if train:  # keep x's transform for dW
-            shape, size = (
-                (winograd.POSITIONS, c, n * per_image),
-                winograd.POSITIONS * c * n * per_image,
-            )
+            shape = (winograd.POSITIONS, c, n * per_image)
             kept = None if self._v is None else self._v.ravel()
+            size = math.prod(shape)
             self._v = grown(kept, size, x.dtype)[:size].reshape(shape)
         else:
             self._v = None
@@ -98,7 +96,7 @@ class FastConv(conv.Conv):
         for part in self._winograd_chunks(n, max(c, f), ho, wo, x.itemsize, budget):
             count = winograd.tile_count(part.stop - part.start, ho, wo)
             if train:
-                v = self._v[:, :, part.start * per_image : part.start * per_image + count]
+                v = self._v[:, :, part.start * per_image : part.stop * per_image]
             else:
                 v = scratch("v", (winograd.POSITIONS, c, count), x.dtype)
             m = scratch("m", (winograd.POSITIONS, f, count), x.dtype)
@@ -161,7 +159,7 @@ class FastConv(conv.Conv):
                 v = scratch("v", (winograd.POSITIONS, x.shape[1], count), x.dtype)
                 winograd.input_tiles(x[part].transpose(1, 0, 2, 3), self.padding[0], th, tw, v)
             else:
-                v = self._v[:, :, part.start * per_image : part.start * per_image + count]
+                v = self._v[:, :, part.start * per_image : part.stop * per_image]
             z = scratch("m", (winograd.POSITIONS, f, count), dy.dtype)
             du += winograd.weight_products(dy[:, part], v, z)
             yield part
