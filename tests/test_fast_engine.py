@@ -138,17 +138,13 @@ def batch(rng: np.random.Generator, n: int, shape: tuple, dtype, layout: str) ->
 # --- conv -----------------------------------------------------------------------------------
 
 CONVS = {
-    # id: (config, per-sample input shape, batch); 3x3, stride 1, undilated, ungrouped, equal
-    # padding <= 2 goes through Winograd F(4x4, 3x3), odd output sizes through partial tiles
-    "winograd k3 same": ({"filters": 4, "kernel": 3, "padding": "same"}, (3, 7, 5), 2),
-    "winograd k3 valid": ({"filters": 3, "kernel": 3}, (2, 8, 5), 1),
-    "winograd k3 pad2 no bias": (
-        {"filters": 2, "kernel": 3, "padding": 2, "bias": False},
-        (3, 5, 4),
-        3,
-    ),
-    "winograd 1x1 output": ({"filters": 2, "kernel": 3}, (3, 3, 3), 3),
-    "winograd whole tiles": ({"filters": 3, "kernel": 3, "padding": "same"}, (2, 12, 12), 2),
+    # id: (config, per-sample input shape, batch); odd output sizes give Winograd F(4x4,
+    # 3x3) partial tiles
+    "k3 same": ({"filters": 4, "kernel": 3, "padding": "same"}, (3, 7, 5), 2),
+    "k3 valid": ({"filters": 3, "kernel": 3}, (2, 8, 5), 1),
+    "k3 pad2 no bias": ({"filters": 2, "kernel": 3, "padding": 2, "bias": False}, (3, 5, 4), 3),
+    "k3 1x1 output": ({"filters": 2, "kernel": 3}, (3, 3, 3), 3),
+    "k3 whole tiles": ({"filters": 3, "kernel": 3, "padding": "same"}, (2, 12, 12), 2),
     "k1": ({"filters": 3, "kernel": 1}, (2, 7, 5), 1),
     "k2 s2 valid": ({"filters": 2, "kernel": 2, "stride": 2}, (3, 7, 5), 3),
     "k5 s3 pad2": ({"filters": 2, "kernel": 5, "stride": 3, "padding": 2}, (2, 9, 7), 3),
@@ -158,7 +154,7 @@ CONVS = {
         (2, 7, 5),
         3,
     ),
-    "k3 pad[1,2] (not winograd)": ({"filters": 2, "kernel": 3, "padding": [1, 2]}, (2, 5, 4), 3),
+    "k3 pad[1,2]": ({"filters": 2, "kernel": 3, "padding": [1, 2]}, (2, 5, 4), 3),
     "k2 s3 (skipped pixels)": ({"filters": 2, "kernel": 2, "stride": 3}, (2, 8, 7), 1),
     "k2 pad3 (pad > kernel)": ({"filters": 2, "kernel": 2, "padding": 3}, (1, 4, 5), 3),
     "dilation 2 same": (
@@ -194,19 +190,38 @@ CONVS = {
 }
 
 
+# The 3x3 stride-1 cases and the methods besides im2col that take them (Winograd wants
+# equal padding); the rest go through im2col.
+THREE_BY_THREE = {
+    "k3 same": ("direct", "winograd"),
+    "k3 valid": ("direct", "winograd"),
+    "k3 pad2 no bias": ("direct", "winograd"),
+    "k3 1x1 output": ("direct", "winograd"),
+    "k3 whole tiles": ("direct", "winograd"),
+    "k3 pad[1,2]": ("direct", "im2col"),
+}
+CONV_PASSES = [(name, method) for name in CONVS for method in THREE_BY_THREE.get(name, ["im2col"])]
+
+
+def prefer(monkeypatch, method: str) -> None:
+    """Make FastConv take ``method`` wherever it can, whatever the channels: these tests use
+    a few channels, where networks take direct convolution."""
+    monkeypatch.setattr(fast_layers, "DIRECT_MAX_PAIRS", 10**9 if method == "direct" else 0)
+    monkeypatch.setattr(fast_layers, "WINOGRAD_MIN_CHANNELS", 1)
+
+
 @pytest.mark.parametrize("layouts", LAYOUTS.values(), ids=LAYOUTS.keys())
 @pytest.mark.parametrize("train", [True, False], ids=["train", "inference"])
 @pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
-@pytest.mark.parametrize("name", CONVS)
-def test_fast_conv_matches_numpy_conv(monkeypatch, name, dtype, train, layouts):
-    """FastConv's Winograd transforms and compiled im2col/col2im give the numpy conv's
-    output and gradients for every kernel, stride, padding, dilation and grouping, in any
-    input layout. Winograd takes these few channels here (its products are then thin, so
-    networks keep im2col for them)."""
-    monkeypatch.setattr(fast_layers, "WINOGRAD_MIN_CHANNELS", 1)
+@pytest.mark.parametrize(("name", "method"), CONV_PASSES, ids=[" ".join(p) for p in CONV_PASSES])
+def test_fast_conv_matches_numpy_conv(monkeypatch, name, method, dtype, train, layouts):
+    """FastConv's direct convolution, Winograd transforms and compiled im2col/col2im give
+    the numpy conv's output and gradients for every kernel, stride, padding, dilation and
+    grouping, in any input layout."""
+    prefer(monkeypatch, method)
     config, shape, n = CONVS[name]
     reference, fast = twins("conv", config, shape, dtype, FastConv)
-    assert fast._by_winograd() == name.startswith("winograd")
+    assert fast._method() == method
     rng = np.random.default_rng(1)
     x = batch(rng, n, shape, dtype, layouts[0])
     dy = batch(rng, n, reference.output_shape([shape]), dtype, layouts[1])
@@ -214,10 +229,11 @@ def test_fast_conv_matches_numpy_conv(monkeypatch, name, dtype, train, layouts):
 
 
 @pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
-@pytest.mark.parametrize("name", ["dilation 2 s2 pad2", "winograd k3 same"])
+@pytest.mark.parametrize("name", ["dilation 2 s2 pad2", "k3 same"])
 def test_fast_conv_in_inference_chunks(monkeypatch, name, dtype):
     """Inference unfolds (or transforms) one image at a time, a slice of a channel-major
     batch, when its columns would exceed conv.CHUNK: the same result as the numpy conv."""
+    prefer(monkeypatch, "winograd")
     monkeypatch.setattr(conv, "CHUNK", 1)
     config, shape, _ = CONVS[name]
     reference, fast = twins("conv", config, shape, dtype, FastConv)
@@ -225,6 +241,24 @@ def test_fast_conv_in_inference_chunks(monkeypatch, name, dtype):
     x = batch(rng, 4, shape, dtype, "channel-major")
     dy = batch(rng, 4, reference.output_shape([shape]), dtype, "channel-major")
     compare_passes(reference, fast, x, dy, False, dtype)
+
+
+def test_networks_pick_direct_for_few_channels_and_winograd_for_many():
+    """With the thresholds as shipped, an RGB first layer runs direct, a 16-channel 3x3
+    conv by Winograd, and those between, or of other kernels, by im2col."""
+    methods = {}
+    for channels, filters, kernel in [(3, 8, 3), (1, 4, 3), (16, 16, 3), (3, 32, 3), (3, 8, 5)]:
+        _, fast = twins(
+            "conv", {"filters": filters, "kernel": kernel}, (channels, 9, 9), np.float32, FastConv
+        )
+        methods[channels, filters, kernel] = fast._method()
+    assert methods == {
+        (3, 8, 3): "direct",
+        (1, 4, 3): "direct",
+        (16, 16, 3): "winograd",
+        (3, 32, 3): "im2col",
+        (3, 8, 5): "im2col",
+    }
 
 
 # --- batch norm -----------------------------------------------------------------------------
@@ -362,8 +396,8 @@ GRADCHECKS = {
     "conv k[3,1] s[2,1]": ("conv", CONVS["k[3,1] s[2,1] pad[1,0]"][0], (2, 5, 3), 2, FastConv),
     "conv dilation 2 s2": ("conv", CONVS["dilation 2 s2 pad2"][0], (2, 5, 5), 1, FastConv),
     "conv groups 2 stride 1": ("conv", CONVS["groups 2 no bias"][0], (2, 4, 5), 2, FastConv),
-    "conv winograd pad 1": ("conv", CONVS["winograd k3 same"][0], (2, 5, 3), 2, FastConv),
-    "conv winograd pad 2": ("conv", CONVS["winograd k3 pad2 no bias"][0], (2, 3, 4), 1, FastConv),
+    "conv k3 pad 1": ("conv", CONVS["k3 same"][0], (2, 5, 3), 2, FastConv),
+    "conv k3 pad 2": ("conv", CONVS["k3 pad2 no bias"][0], (2, 3, 4), 1, FastConv),
     "relu": ("relu", {}, (2, 3, 4), 2, FastReLU),
     "maxpool size 3 stride 2 pad 1": (
         "maxpool",
@@ -375,9 +409,10 @@ GRADCHECKS = {
     "maxpool 2x2": ("maxpool", {"size": 2}, (1, 5, 7), 2, FastMaxPool),
 }
 GRADCHECK_PASSES = [
-    (name, train)
+    (name, train, method)
     for name in GRADCHECKS
     for train in ([True, False] if name.startswith("conv") else [True])  # conv: two paths
+    for method in (("direct", "winograd") if name.startswith("conv k3") else ("",))
 ]
 
 
@@ -393,14 +428,20 @@ def one_thread():
 
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize(
-    ("name", "train"),
+    ("name", "train", "method"),
     GRADCHECK_PASSES,
-    ids=[f"{name}-{'train' if train else 'inference'}" for name, train in GRADCHECK_PASSES],
+    ids=[
+        " ".join([name, "train" if train else "inference", method]).strip()
+        for name, train, method in GRADCHECK_PASSES
+    ],
 )
-def test_fast_layer_gradients_match_central_differences(name, train):
+def test_fast_layer_gradients_match_central_differences(monkeypatch, name, train, method):
     """Each fast layer's backward is the derivative of its own forward (float64)."""
     type_name, config, shape, n, fast_class = GRADCHECKS[name]
     _, fast = twins(type_name, config, shape, np.float64, fast_class)
+    if method:
+        prefer(monkeypatch, method)
+        assert fast._method() == method
     x = np.random.default_rng(6).standard_normal((n, *shape))
     x += np.where(x >= 0, 0.05, -0.05)  # away from the ReLU's kink
     check_layer_gradients(fast, [laid_out(x, "channel-major")], train=train)

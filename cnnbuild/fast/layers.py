@@ -12,7 +12,7 @@ import numpy as np
 
 from cnnbuild import ops
 from cnnbuild.errors import ShapeError
-from cnnbuild.fast import kernels, winograd
+from cnnbuild.fast import direct, kernels, winograd
 from cnnbuild.layers import conv
 from cnnbuild.layers.activation import ReLU
 from cnnbuild.layers.base import Shape
@@ -61,20 +61,30 @@ def col2im(
 # near BLAS's speed (measured with F(2x2, 3x3): a 3-channel first layer took twice as long
 # as by im2col; with F(4x4, 3x3), cifar_resnet runs as fast with 8 as with 16, slower with 32).
 WINOGRAD_MIN_CHANNELS = 16
+# At most this many (filter, channel) pairs and a 3x3 stride-1 conv runs direct (direct.py).
+# Measured as a first layer (forward and dW) at batch 128: 3 -> 8 channels 7.6 ms against
+# 10.0 by im2col, 1 -> 4 1.7 against 2.4, but 3 -> 16 12.0 against 10.7 (im2col's dW is one
+# product on the columns forward kept). With dx as well direct wins further (3 -> 16: 23
+# against 54 ms); with 16 -> 16 Winograd wins.
+DIRECT_MAX_PAIRS = 32
 
 
 class FastConv(conv.Conv):
-    """A conv on compiled kernels: 3x3, stride 1, undilated and ungrouped by Winograd's
-    F(4x4, 3x3) (``winograd.py``), a chunk of images at a time, its scratch buffers shared
-    by all convs; a training forward keeps x's transform (2.25 times x) for dW. The rest by
-    im2col and col2im, compiled. The products stay in BLAS."""
+    """A conv on compiled kernels. 3x3, stride 1, undilated and ungrouped: direct
+    (``direct.py``) with few channels, by Winograd's F(4x4, 3x3) (``winograd.py``) with
+    many, a chunk of images at a time, its scratch buffers shared by all convs; a training
+    forward keeps x's transform (2.25 times x) for dW. The rest by im2col and col2im,
+    compiled, the products in BLAS."""
 
     unfold = staticmethod(im2col)
     fold = staticmethod(col2im)
     _v: np.ndarray | None = None  # x's Winograd transform from a training forward
 
     def forward(self, xs: list[np.ndarray], train: bool = False) -> np.ndarray:
-        if not self._by_winograd():
+        method = self._method()
+        if method == "direct":
+            return self._direct_forward(*xs)
+        if method != "winograd":
             return super().forward(xs, train)
         (x,) = xs
         n, c = x.shape[:2]
@@ -107,7 +117,10 @@ class FastConv(conv.Conv):
     def backward(self, dy: np.ndarray) -> list[np.ndarray]:
         """dx is the forward transform of dy with the kernel turned by 180 degrees and its
         channel axes swapped, padded by 2 - padding."""
-        if not self._by_winograd():
+        method = self._method()
+        if method == "direct":
+            return self._direct_backward(dy)
+        if method != "winograd":
             return super().backward(dy)
         n, c, h, w = self._x.shape
         f = dy.shape[1]
@@ -124,23 +137,58 @@ class FastConv(conv.Conv):
         return [dx.transpose(1, 0, 2, 3)]
 
     def backward_params(self, dy: np.ndarray) -> None:
-        if not self._by_winograd():
+        method = self._method()
+        if method == "direct":
+            self._direct_weights_gradient(dy.transpose(1, 0, 2, 3))
+        elif method == "winograd":
+            for _ in self._weight_gradients_by_winograd(dy.transpose(1, 0, 2, 3)):
+                pass
+        else:
             super().backward_params(dy)
-            return
-        for _ in self._weight_gradients_by_winograd(dy.transpose(1, 0, 2, 3)):
-            pass
 
-    def _by_winograd(self) -> bool:
-        """Whether this conv is one Winograd F(4x4, 3x3) computes, and has the channels to
-        gain by it: with few, its products are too thin to run at BLAS's speed."""
-        return (
+    def _method(self) -> str:
+        """How this conv runs: "direct" or "winograd" for a 3x3 stride-1 conv (padding at
+        most 2) with few or with many channels, "im2col" otherwise (and between the two,
+        where both would be slower)."""
+        if not (
             self.kernel == (3, 3)
             and self.stride == (1, 1)
             and self.dilation == (1, 1)
             and self.groups == 1
-            and self.padding[0] == self.padding[1] <= 2
-            and min(self.params["W"].shape[:2]) >= WINOGRAD_MIN_CHANNELS
-        )
+            and max(self.padding) <= 2
+        ):
+            return "im2col"
+        filters, channels = self.params["W"].shape[:2]
+        if filters * channels <= DIRECT_MAX_PAIRS:
+            return "direct"
+        if min(filters, channels) >= WINOGRAD_MIN_CHANNELS and len(set(self.padding)) == 1:
+            return "winograd"
+        return "im2col"
+
+    def _direct_forward(self, x: np.ndarray) -> np.ndarray:
+        f, ho, wo = self.output_shape([x.shape[1:]])
+        bias = self.params["b"] if self.config["bias"] else np.zeros(f, x.dtype)
+        y = np.empty((f, len(x), ho, wo), x.dtype)
+        direct.convolve(x, self.params["W"], bias, *self.padding, y)
+        self._x = x
+        return y.transpose(1, 0, 2, 3)
+
+    def _direct_backward(self, dy: np.ndarray) -> list[np.ndarray]:
+        """dx is the direct convolution of dy with the kernel turned by 180 degrees and its
+        channel axes swapped, padded by 2 - padding."""
+        n, c, h, w = self._x.shape
+        turned = np.ascontiguousarray(self.params["W"][:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+        dx = np.empty((c, n, h, w), dy.dtype)
+        ph, pw = self.padding
+        direct.convolve(dy, turned, np.zeros(c, dy.dtype), 2 - ph, 2 - pw, dx)
+        self._direct_weights_gradient(dy.transpose(1, 0, 2, 3))
+        return [dx.transpose(1, 0, 2, 3)]
+
+    def _direct_weights_gradient(self, dy: np.ndarray) -> None:
+        """Fill grads W and b from dy planes (F, N, Ho, Wo)."""
+        self.grads["W"][...] = direct.weights_gradient(self._x, dy, *self.padding)
+        if self.config["bias"]:
+            kernels.plane_sums(dy, self.grads["b"])
 
     def _weight_gradients_by_winograd(self, dy: np.ndarray) -> Iterator[slice]:
         """Fill grads W and b from dy planes (F, N, Ho, Wo) and the transform of x that a
