@@ -6,7 +6,6 @@ them in place (``cnnbuild.fast.accelerate``), so checkpoints do not change.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 
@@ -94,23 +93,16 @@ class FastConv(conv.Conv):
         bias = self.params["b"] if self.config["bias"] else np.zeros(f, x.dtype)
         y = np.empty((f, n, ho, wo), x.dtype)
         budget = (TRAINING_CHUNK if train else INFERENCE_CHUNK) * conv.CHUNK
-        per_image = winograd.tile_count(1, ho, wo)
+        keep = None
         if train:  # keep x's transform for dW
-            shape = (winograd.POSITIONS, c, n * per_image)
+            shape = (winograd.POSITIONS, c, n * winograd.tile_count(1, ho, wo))
             kept = None if self._v is None else self._v.ravel()
             size = math.prod(shape)
-            self._v = grown(kept, size, x.dtype)[:size].reshape(shape)
+            self._v = keep = grown(kept, size, x.dtype)[:size].reshape(shape)
         else:
             self._v = None
             release_scratch(budget)  # what training grew, evaluation does not need
-        for part in self._winograd_chunks(n, max(c, f), ho, wo, x.itemsize, budget):
-            count = winograd.tile_count(part.stop - part.start, ho, wo)
-            if train:
-                v = self._v[:, :, part.start * per_image : part.stop * per_image]
-            else:
-                v = scratch("v", (winograd.POSITIONS, c, count), x.dtype)
-            m = scratch("m", (winograd.POSITIONS, f, count), x.dtype)
-            winograd.convolve(planes[:, part], u, bias, self.padding[0], v, m, y[:, part])
+        self._winograd(planes, u, bias, self.padding[0], y, keep, budget)
         self._x = x
         return y.transpose(1, 0, 2, 3)
 
@@ -123,17 +115,14 @@ class FastConv(conv.Conv):
         if method != "winograd":
             return super().backward(dy)
         n, c, h, w = self._x.shape
-        f = dy.shape[1]
         planes = dy.transpose(1, 0, 2, 3)
+        self._winograd_weights_gradient(planes)
         turned = self.params["W"][:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, F, 3, 3)
         u = winograd.transform_weights(turned)
-        no_bias = np.zeros(c, dy.dtype)
         dx = np.empty((c, n, h, w), dy.dtype)
-        for part in self._weight_gradients_by_winograd(planes):
-            count = winograd.tile_count(part.stop - part.start, h, w)
-            v = scratch("v", (winograd.POSITIONS, f, count), dy.dtype)
-            m = scratch("m", (winograd.POSITIONS, c, count), dy.dtype)
-            winograd.convolve(planes[:, part], u, no_bias, 2 - self.padding[0], v, m, dx[:, part])
+        no_bias = np.zeros(c, dy.dtype)
+        budget = TRAINING_CHUNK * conv.CHUNK
+        self._winograd(planes, u, no_bias, 2 - self.padding[0], dx, None, budget)
         return [dx.transpose(1, 0, 2, 3)]
 
     def backward_params(self, dy: np.ndarray) -> None:
@@ -141,8 +130,7 @@ class FastConv(conv.Conv):
         if method == "direct":
             self._direct_weights_gradient(dy.transpose(1, 0, 2, 3))
         elif method == "winograd":
-            for _ in self._weight_gradients_by_winograd(dy.transpose(1, 0, 2, 3)):
-                pass
+            self._winograd_weights_gradient(dy.transpose(1, 0, 2, 3))
         else:
             super().backward_params(dy)
 
@@ -190,11 +178,40 @@ class FastConv(conv.Conv):
         if self.config["bias"]:
             kernels.plane_sums(dy, self.grads["b"])
 
-    def _weight_gradients_by_winograd(self, dy: np.ndarray) -> Iterator[slice]:
+    def _winograd(
+        self,
+        planes: np.ndarray,
+        u: np.ndarray,
+        bias: np.ndarray,
+        pad: int,
+        y: np.ndarray,
+        keep: np.ndarray | None,
+        budget: int,
+    ) -> None:
+        """y (F, N, Ho, Wo) = the convolution of planes (C, N, H, W) padded by ``pad``, by
+        Winograd with transformed weights u (36, F, C); the input's transform also into
+        ``keep`` (36, C, T) when given. With few channels the products are compiled in with
+        the transforms, a block of tiles at a time in cache; otherwise BLAS computes them,
+        on ``budget`` bytes of transforms at a time."""
+        channels, n = planes.shape[:2]
+        f, ho, wo = y.shape[0], *y.shape[2:]
+        if max(channels, f) <= winograd.IN_CACHE_MAX_CHANNELS:
+            winograd.convolve_in_cache(planes, u, bias, pad, keep, y)
+            return
+        per_image = winograd.tile_count(1, ho, wo)
+        for part in self._winograd_chunks(n, max(channels, f), ho, wo, y.itemsize, budget):
+            count = winograd.tile_count(part.stop - part.start, ho, wo)
+            if keep is None:
+                v = scratch("v", (winograd.POSITIONS, channels, count), y.dtype)
+            else:
+                v = keep[:, :, part.start * per_image : part.stop * per_image]
+            m = scratch("m", (winograd.POSITIONS, f, count), y.dtype)
+            winograd.convolve(planes[:, part], u, bias, pad, v, m, y[:, part])
+
+    def _winograd_weights_gradient(self, dy: np.ndarray) -> None:
         """Fill grads W and b from dy planes (F, N, Ho, Wo) and the transform of x that a
         training forward kept (after an inference forward, x transformed again), chunk by
-        chunk of images; yields each chunk once it is done with the scratch buffers, so that
-        the caller can reuse them."""
+        chunk of images."""
         x = self._x
         f, n, ho, wo = dy.shape
         th, tw = winograd.tiles(ho, wo)
@@ -210,7 +227,6 @@ class FastConv(conv.Conv):
                 v = self._v[:, :, part.start * per_image : part.stop * per_image]
             z = scratch("m", (winograd.POSITIONS, f, count), dy.dtype)
             du += winograd.weight_products(dy[:, part], v, z)
-            yield part
         self.grads["W"][...] = winograd.weights_gradient(du)
         if self.config["bias"]:
             kernels.plane_sums(dy, self.grads["b"])
