@@ -71,9 +71,10 @@ DIRECT_MAX_PAIRS = 32
 class FastConv(conv.Conv):
     """A conv on compiled kernels. 3x3, stride 1, undilated and ungrouped: direct
     (``direct.py``) with few channels, by Winograd's F(4x4, 3x3) (``winograd.py``) with
-    many, a chunk of images at a time, its scratch buffers shared by all convs; a training
-    forward keeps x's transform (2.25 times x) for dW. The rest by im2col and col2im,
-    compiled, the products in BLAS."""
+    more, its products compiled in cache up to 32 channels, by BLAS a chunk of images at a
+    time beyond, its scratch buffers shared by all convs; a training forward keeps x's
+    transform (2.25 times x) for dW. The rest by im2col and col2im, compiled, the products
+    in BLAS."""
 
     unfold = staticmethod(im2col)
     fold = staticmethod(col2im)
@@ -83,47 +84,17 @@ class FastConv(conv.Conv):
         method = self._method()
         if method == "direct":
             return self._direct_forward(*xs)
-        if method != "winograd":
-            return super().forward(xs, train)
-        (x,) = xs
-        n, c = x.shape[:2]
-        f, ho, wo = self.output_shape([x.shape[1:]])
-        planes = x.transpose(1, 0, 2, 3)
-        u = winograd.transform_weights(self.params["W"])
-        bias = self.params["b"] if self.config["bias"] else np.zeros(f, x.dtype)
-        y = np.empty((f, n, ho, wo), x.dtype)
-        budget = (TRAINING_CHUNK if train else INFERENCE_CHUNK) * conv.CHUNK
-        keep = None
-        if train:  # keep x's transform for dW
-            shape = (winograd.POSITIONS, c, n * winograd.tile_count(1, ho, wo))
-            kept = None if self._v is None else self._v.ravel()
-            size = math.prod(shape)
-            self._v = keep = grown(kept, size, x.dtype)[:size].reshape(shape)
-        else:
-            self._v = None
-            release_scratch(budget)  # what training grew, evaluation does not need
-        self._winograd(planes, u, bias, self.padding[0], y, keep, budget)
-        self._x = x
-        return y.transpose(1, 0, 2, 3)
+        if method == "winograd":
+            return self._winograd_forward(*xs, train)
+        return super().forward(xs, train)
 
     def backward(self, dy: np.ndarray) -> list[np.ndarray]:
-        """dx is the forward transform of dy with the kernel turned by 180 degrees and its
-        channel axes swapped, padded by 2 - padding."""
         method = self._method()
         if method == "direct":
             return self._direct_backward(dy)
-        if method != "winograd":
-            return super().backward(dy)
-        n, c, h, w = self._x.shape
-        planes = dy.transpose(1, 0, 2, 3)
-        self._winograd_weights_gradient(planes)
-        turned = self.params["W"][:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, F, 3, 3)
-        u = winograd.transform_weights(turned)
-        dx = np.empty((c, n, h, w), dy.dtype)
-        no_bias = np.zeros(c, dy.dtype)
-        budget = TRAINING_CHUNK * conv.CHUNK
-        self._winograd(planes, u, no_bias, 2 - self.padding[0], dx, None, budget)
-        return [dx.transpose(1, 0, 2, 3)]
+        if method == "winograd":
+            return self._winograd_backward(dy)
+        return super().backward(dy)
 
     def backward_params(self, dy: np.ndarray) -> None:
         method = self._method()
@@ -177,6 +148,41 @@ class FastConv(conv.Conv):
         self.grads["W"][...] = direct.weights_gradient(self._x, dy, *self.padding)
         if self.config["bias"]:
             kernels.plane_sums(dy, self.grads["b"])
+
+    def _winograd_forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        n, c = x.shape[:2]
+        f, ho, wo = self.output_shape([x.shape[1:]])
+        planes = x.transpose(1, 0, 2, 3)
+        u = winograd.transform_weights(self.params["W"])
+        bias = self.params["b"] if self.config["bias"] else np.zeros(f, x.dtype)
+        y = np.empty((f, n, ho, wo), x.dtype)
+        budget = (TRAINING_CHUNK if train else INFERENCE_CHUNK) * conv.CHUNK
+        keep = None
+        if train:  # keep x's transform for dW
+            shape = (winograd.POSITIONS, c, n * winograd.tile_count(1, ho, wo))
+            kept = None if self._v is None else self._v.ravel()
+            size = math.prod(shape)
+            self._v = keep = grown(kept, size, x.dtype)[:size].reshape(shape)
+        else:
+            self._v = None
+            release_scratch(budget)  # what training grew, evaluation does not need
+        self._winograd(planes, u, bias, self.padding[0], y, keep, budget)
+        self._x = x
+        return y.transpose(1, 0, 2, 3)
+
+    def _winograd_backward(self, dy: np.ndarray) -> list[np.ndarray]:
+        """dx is the forward transform of dy with the kernel turned by 180 degrees and its
+        channel axes swapped, padded by 2 - padding."""
+        n, c, h, w = self._x.shape
+        planes = dy.transpose(1, 0, 2, 3)
+        self._winograd_weights_gradient(planes)
+        turned = self.params["W"][:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, F, 3, 3)
+        u = winograd.transform_weights(turned)
+        dx = np.empty((c, n, h, w), dy.dtype)
+        no_bias = np.zeros(c, dy.dtype)
+        budget = TRAINING_CHUNK * conv.CHUNK
+        self._winograd(planes, u, no_bias, 2 - self.padding[0], dx, None, budget)
+        return [dx.transpose(1, 0, 2, 3)]
 
     def _winograd(
         self,
