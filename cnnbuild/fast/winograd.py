@@ -274,6 +274,9 @@ def convolve_in_cache(
     C, T) when given."""
     th, tw = tiles(*y.shape[2:])
     keep = np.empty((0, 0, 0), y.dtype) if keep is None else keep
+    # Contiguous planes (a copy only when x was not channel-major, as layers hand it on):
+    # one compiled version per dtype, since compiling one takes about 20 s.
+    planes = np.ascontiguousarray(planes)
     _convolve_in_cache(planes, u, bias, pad, th, tw, IN_CACHE_TILES, keep, y)
 
 
