@@ -6,7 +6,9 @@ patch d under it: 36 products per tile and channel pair instead of im2col's 144,
 transformed input is 2.25 times the input instead of im2col's 9. With the 36 transformed
 positions as a batch, the products become 36 matrix products ``U[k] (F, C) @ V[k] (C, T)``
 over the T tiles. The transforms are compiled and take a channel's tiles BLOCK at a time,
-each stage one loop across the block.
+each stage one loop across the block. With few channels those products are too thin for
+BLAS: ``convolve_in_cache`` then computes them compiled too, transforming, multiplying and
+transforming back one block of tiles while it is in cache.
 
 The same three transforms give the backward pass: dx is the forward transform of dy with
 the kernel turned and its channel axes swapped (padding 2 - p), and dW is
