@@ -124,9 +124,25 @@ class FastConv(conv.Conv):
             return "winograd"
         return "im2col"
 
+    def _bias_or_zeros(self, dtype: np.dtype) -> np.ndarray:
+        """The bias, or zeros for a conv without one (the kernels always add one)."""
+        if self.config["bias"]:
+            return self.params["b"]
+        return np.zeros(self.config["filters"], dtype)
+
+    def _turned_kernel(self) -> np.ndarray:
+        """W turned by 180 degrees, its channel axes swapped: (C, F, 3, 3), contiguous; the
+        kernel whose convolution of dy is dx."""
+        return np.ascontiguousarray(self.params["W"][:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+
+    def _bias_gradient(self, dy: np.ndarray) -> None:
+        """grads b from dy planes (F, N, Ho, Wo), when the conv has a bias."""
+        if self.config["bias"]:
+            kernels.plane_sums(dy, self.grads["b"])
+
     def _direct_forward(self, x: np.ndarray) -> np.ndarray:
         f, ho, wo = self.output_shape([x.shape[1:]])
-        bias = self.params["b"] if self.config["bias"] else np.zeros(f, x.dtype)
+        bias = self._bias_or_zeros(x.dtype)
         y = np.empty((f, len(x), ho, wo), x.dtype)
         direct.convolve(x, self.params["W"], bias, *self.padding, y)
         self._x = x
@@ -136,7 +152,7 @@ class FastConv(conv.Conv):
         """dx is the direct convolution of dy with the kernel turned by 180 degrees and its
         channel axes swapped, padded by 2 - padding."""
         n, c, h, w = self._x.shape
-        turned = np.ascontiguousarray(self.params["W"][:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+        turned = self._turned_kernel()
         dx = np.empty((c, n, h, w), dy.dtype)
         ph, pw = self.padding
         direct.convolve(dy, turned, np.zeros(c, dy.dtype), 2 - ph, 2 - pw, dx)
@@ -146,15 +162,14 @@ class FastConv(conv.Conv):
     def _direct_weights_gradient(self, dy: np.ndarray) -> None:
         """Fill grads W and b from dy planes (F, N, Ho, Wo)."""
         self.grads["W"][...] = direct.weights_gradient(self._x, dy, *self.padding)
-        if self.config["bias"]:
-            kernels.plane_sums(dy, self.grads["b"])
+        self._bias_gradient(dy)
 
     def _winograd_forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         n, c = x.shape[:2]
         f, ho, wo = self.output_shape([x.shape[1:]])
         planes = x.transpose(1, 0, 2, 3)
         u = winograd.transform_weights(self.params["W"])
-        bias = self.params["b"] if self.config["bias"] else np.zeros(f, x.dtype)
+        bias = self._bias_or_zeros(x.dtype)
         y = np.empty((f, n, ho, wo), x.dtype)
         budget = (TRAINING_CHUNK if train else INFERENCE_CHUNK) * conv.CHUNK
         keep = None
@@ -176,8 +191,7 @@ class FastConv(conv.Conv):
         n, c, h, w = self._x.shape
         planes = dy.transpose(1, 0, 2, 3)
         self._winograd_weights_gradient(planes)
-        turned = self.params["W"][:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, F, 3, 3)
-        u = winograd.transform_weights(turned)
+        u = winograd.transform_weights(self._turned_kernel())
         dx = np.empty((c, n, h, w), dy.dtype)
         no_bias = np.zeros(c, dy.dtype)
         budget = TRAINING_CHUNK * conv.CHUNK
@@ -234,8 +248,7 @@ class FastConv(conv.Conv):
             z = scratch("m", (winograd.POSITIONS, f, count), dy.dtype)
             du += winograd.weight_products(dy[:, part], v, z)
         self.grads["W"][...] = winograd.weights_gradient(du)
-        if self.config["bias"]:
-            kernels.plane_sums(dy, self.grads["b"])
+        self._bias_gradient(dy)
 
     @staticmethod
     def _winograd_chunks(
