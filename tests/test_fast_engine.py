@@ -371,20 +371,30 @@ MAXPOOLS = {
 
 
 @pytest.mark.parametrize("layouts", LAYOUTS.values(), ids=LAYOUTS.keys())
-@pytest.mark.parametrize("values", ["distinct", "ties"])
+@pytest.mark.parametrize("values", ["distinct", "ties", "non-finite"])
 @pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
 @pytest.mark.parametrize("case", MAXPOOLS.values(), ids=MAXPOOLS.keys())
 def test_fast_maxpool_matches_numpy_maxpool(case, dtype, values, layouts):
     """FastMaxPool's output and gradient; with ties (few distinct values, all negative
-    under padding) each gradient goes to the first maximum in row-major order, as numpy's."""
+    under padding) each gradient goes to the first maximum in row-major order, as numpy's.
+    Non-finite inputs give numpy's outputs: NaN where a window holds one, else the maximum
+    with infinities compared as numbers."""
     config, shape, n = case
     reference, fast = twins("maxpool", config, shape, dtype, FastMaxPool)
     rng = np.random.default_rng(5)
-    if values == "ties":
-        x = laid_out(rng.integers(-3, 0, (n, *shape)).astype(dtype), layouts[0])
-    else:
+    if values == "distinct":
         x = batch(rng, n, shape, dtype, layouts[0])
+    else:
+        x = rng.integers(-3, 0, (n, *shape)).astype(dtype)
+        if values == "non-finite":
+            x.flat[rng.choice(x.size, 3 * x.size // 4, replace=False)] = np.nan
+            x.flat[rng.choice(x.size, x.size // 4, replace=False)] = np.inf
+            x.flat[rng.choice(x.size, x.size // 4, replace=False)] = -np.inf
+        x = laid_out(x, layouts[0])
     dy = batch(rng, n, reference.output_shape([shape]), dtype, layouts[1])
+    if values == "non-finite":
+        np.testing.assert_array_equal(fast.forward([x], True), reference.forward([x], True))
+        return
     compare_passes(reference, fast, x, dy, True, dtype)
     if values == "ties":  # the same element, not just the same sum
         (dx,) = fast.backward(dy)

@@ -138,26 +138,13 @@ def maxpool_forward(x, size, stride, pad, y, where):
     maximum (the first NaN, if any, as np.maximum would give)."""
     channels, n, h, w = x.shape
     ho, wo = y.shape[2], y.shape[3]
+    halves = size == stride == 2 and pad == 0
     for plane in prange(channels * n):
         c, image = plane // n, plane % n
         for oh in range(ho):
-            if size == stride == 2 and pad == 0:  # the common case, without bounds checks
-                top, bottom, out, at = (
-                    x[c, image, 2 * oh],
-                    x[c, image, 2 * oh + 1],
-                    y[c, image, oh],
-                    where[c, image, oh],
-                )
-                for ow in range(wo):
-                    best, offset = top[2 * ow], 0
-                    for value, index in (
-                        (top[2 * ow + 1], 1),
-                        (bottom[2 * ow], 2),
-                        (bottom[2 * ow + 1], 3),
-                    ):
-                        if value > best or (np.isnan(value) and not np.isnan(best)):
-                            best, offset = value, index
-                    out[ow], at[ow] = best, offset
+            if halves and _halve_finite_rows(
+                x[c, image, 2 * oh], x[c, image, 2 * oh + 1], y[c, image, oh], where[c, image, oh]
+            ):
                 continue
             for ow in range(wo):
                 best = -np.inf
@@ -174,6 +161,26 @@ def maxpool_forward(x, size, stride, pad, y, where):
                                     at = i * size + j
                 y[c, image, oh, ow] = best
                 where[c, image, oh, ow] = at
+
+
+@numba.njit(inline="always")
+def _halve_finite_rows(top, bottom, out, at):
+    """The 2x2, stride-2 windows over two rows, into one output row: a loop that vectorises
+    because it leaves NaN aside. Returns whether every input was finite; if not, the caller
+    redoes the row with NaN's rules."""
+    check = 0.0
+    for ow in range(out.shape[0]):
+        a, b, c, d = top[2 * ow], top[2 * ow + 1], bottom[2 * ow], bottom[2 * ow + 1]
+        best, offset = a, 0
+        if b > best:
+            best, offset = b, 1
+        if c > best:
+            best, offset = c, 2
+        if d > best:
+            best, offset = d, 3
+        out[ow], at[ow] = best, offset
+        check += a * 0 + b * 0 + c * 0 + d * 0  # NaN from any NaN or infinity
+    return check == 0
 
 
 @compiled
