@@ -26,7 +26,9 @@ reductions = numba.njit(parallel=True, cache=True, nogil=True, fastmath={"reasso
 
 # --- batch norm, with the ReLU after it fused in ------------------------------------------
 # The sums may be reordered (vectorised); the affine value whose sign is the ReLU's mask is
-# computed by one exact function, so forward and backward agree on every mask bit.
+# computed by one exact function, so forward and backward agree on every mask bit. Zeros are
+# of the arrays' dtype: a bare 0 would make numba select, and compute after, in float64
+# (batch norm backward measured 5.5 against 3.8 ms on 32 x 131072 float32 values).
 
 
 @numba.njit(cache=True)
@@ -40,6 +42,7 @@ def batchnorm_train_forward(z, gamma, beta, eps, relu, y, mean, inv_std, var):
     accumulated in float64), scale and shift, and clip at zero when ``relu``; fills y (C,
     count) and mean, inv_std, var (C,) in z's dtype."""
     channels, count = z.shape
+    zero = y.dtype.type(0)
     for c in prange(channels):
         total = 0.0
         for m in range(count):
@@ -56,54 +59,58 @@ def batchnorm_train_forward(z, gamma, beta, eps, relu, y, mean, inv_std, var):
         mu, inv, w, b = mean[c], inv_std[c], gamma[c], beta[c]
         for m in range(count):
             value = _affine(z[c, m], mu, inv, w, b)
-            y[c, m] = 0 if relu and value <= 0 else value
+            y[c, m] = zero if relu and value <= 0 else value
 
 
 @reductions
 def batchnorm_train_backward(dy, z, mean, inv_std, gamma, beta, relu, dx, dgamma, dbeta):
     """Gradients of ``batchnorm_train_forward`` from its input z and statistics (the ReLU's
     mask is recomputed from z): dx = gamma*inv_std * (g - dbeta/count - xhat*dgamma/count),
-    with g = dy masked by the ReLU."""
+    with g = dy masked by the ReLU; only the sums are in float64."""
     channels, count = z.shape
+    kind = dx.dtype.type
+    zero = kind(0)
     for c in prange(channels):
         mu, inv, w, b = mean[c], inv_std[c], gamma[c], beta[c]
         sum_g = 0.0
         sum_gx = 0.0
         for m in range(count):
-            g = 0 if relu and _affine(z[c, m], mu, inv, w, b) <= 0 else dy[c, m]
+            g = zero if relu and _affine(z[c, m], mu, inv, w, b) <= 0 else dy[c, m]
             sum_g += g
             sum_gx += g * ((z[c, m] - mu) * inv)
         dgamma[c] = sum_gx
         dbeta[c] = sum_g
         scale = w * inv
-        shift = sum_g / count
-        slope = sum_gx / count
+        shift = kind(sum_g / count)
+        slope = kind(sum_gx / count) * inv
         for m in range(count):
-            g = 0 if relu and _affine(z[c, m], mu, inv, w, b) <= 0 else dy[c, m]
-            dx[c, m] = scale * (g - shift - (z[c, m] - mu) * inv * slope)
+            g = zero if relu and _affine(z[c, m], mu, inv, w, b) <= 0 else dy[c, m]
+            dx[c, m] = scale * (g - shift - (z[c, m] - mu) * slope)
 
 
 @compiled
 def batchnorm_scale_forward(z, scale, shift, relu, y):
     """y = z * scale + shift per row (inference), clipped at zero when ``relu``."""
     channels, count = z.shape
+    zero = y.dtype.type(0)
     for c in prange(channels):
         a, b = scale[c], shift[c]
         for m in range(count):
             value = z[c, m] * a + b
-            y[c, m] = 0 if relu and value <= 0 else value
+            y[c, m] = zero if relu and value <= 0 else value
 
 
 @reductions
 def batchnorm_scale_backward(dy, z, scale, shift, mean, inv_std, relu, dx, dgamma, dbeta):
     """Gradients of ``batchnorm_scale_forward`` (running statistics: constants here)."""
     channels, count = z.shape
+    zero = dx.dtype.type(0)
     for c in prange(channels):
         a, b, mu, inv = scale[c], shift[c], mean[c], inv_std[c]
         sum_g = 0.0
         sum_gx = 0.0
         for m in range(count):
-            g = 0 if relu and z[c, m] * a + b <= 0 else dy[c, m]
+            g = zero if relu and z[c, m] * a + b <= 0 else dy[c, m]
             sum_g += g
             sum_gx += g * ((z[c, m] - mu) * inv)
             dx[c, m] = g * a
@@ -117,15 +124,17 @@ def batchnorm_scale_backward(dy, z, scale, shift, mean, inv_std, relu, dx, dgamm
 @compiled
 def relu_forward(x, y):
     """y = max(x, 0) over flat arrays."""
+    zero = y.dtype.type(0)
     for i in prange(x.shape[0]):
-        y[i] = 0 if x[i] <= 0 else x[i]  # NaN stays NaN, as in np.maximum
+        y[i] = zero if x[i] <= 0 else x[i]  # NaN stays NaN, as in np.maximum
 
 
 @compiled
 def relu_backward(dy, y, dx):
     """dx = dy where the output y was positive, else 0."""
+    zero = dx.dtype.type(0)
     for i in prange(dy.shape[0]):
-        dx[i] = 0 if y[i] <= 0 else dy[i]
+        dx[i] = zero if y[i] <= 0 else dy[i]
 
 
 # --- pooling ------------------------------------------------------------------------------
