@@ -112,51 +112,54 @@ def transform_weights(weights: np.ndarray) -> np.ndarray:
     """W (F, C, 3, 3) -> U (36, F, C) = G W G^T at each of the 36 positions (float64 maths)."""
     f, c = weights.shape[:2]
     u = np.empty((POSITIONS, f, c), weights.dtype)
-    _transform_weights(weights, G, u)
+    _transform_weights(np.ascontiguousarray(weights.transpose(0, 2, 3, 1)), G, u)
     return u
 
 
 def weights_gradient(du: np.ndarray) -> np.ndarray:
     """The adjoint of ``transform_weights``: dU (36, F, C) -> dW (F, C, 3, 3)."""
-    dw = np.empty((*du.shape[1:], 3, 3), du.dtype)
+    dw = np.empty((du.shape[1], 3, 3, du.shape[2]), du.dtype)
     _weights_gradient(du, G, dw)
-    return dw
+    return dw.transpose(0, 3, 1, 2)
 
 
 @compiled
 def _transform_weights(w, g, u):
-    filters, channels = w.shape[:2]
+    """U = G W G^T from W (F, 3, 3, C), channels last: each step is one loop over channels,
+    which vectorises."""
+    filters, channels = w.shape[0], w.shape[3]
     for f in prange(filters):
-        a = np.empty((6, 3))  # G W for one 3x3 kernel
-        for c in range(channels):
-            for i in range(6):
-                for j in range(3):
-                    a[i, j] = (
-                        g[i, 0] * w[f, c, 0, j] + g[i, 1] * w[f, c, 1, j] + g[i, 2] * w[f, c, 2, j]
+        a = np.empty((6, 3, channels))  # G W for each channel's 3x3 kernel
+        for i in range(6):
+            for j in range(3):
+                for c in range(channels):
+                    a[i, j, c] = (
+                        g[i, 0] * w[f, 0, j, c] + g[i, 1] * w[f, 1, j, c] + g[i, 2] * w[f, 2, j, c]
                     )
-            for i in range(6):
-                for j in range(6):
-                    u[6 * i + j, f, c] = a[i, 0] * g[j, 0] + a[i, 1] * g[j, 1] + a[i, 2] * g[j, 2]
+        for i in range(6):
+            for j in range(6):
+                for c in range(channels):
+                    u[6 * i + j, f, c] = (
+                        a[i, 0, c] * g[j, 0] + a[i, 1, c] * g[j, 1] + a[i, 2, c] * g[j, 2]
+                    )
 
 
 @compiled
 def _weights_gradient(du, g, dw):
-    filters, channels = dw.shape[:2]
+    """dW = G^T dU G into dw (F, 3, 3, C), channels last, as ``_transform_weights``."""
+    filters, channels = du.shape[1:]
     for f in prange(filters):
-        a = np.empty((3, 6))  # G^T dU for one kernel's 36 positions
-        for c in range(channels):
-            for k in range(3):
-                for j in range(6):
-                    total = 0.0
-                    for i in range(6):
-                        total += g[i, k] * du[6 * i + j, f, c]
-                    a[k, j] = total
-            for k in range(3):
+        a = np.zeros((3, 6, channels))  # G^T dU
+        b = np.zeros((3, 3, channels))  # G^T dU G
+        for k in range(3):
+            for j in range(6):
+                for i in range(6):
+                    for c in range(channels):
+                        a[k, j, c] += g[i, k] * du[6 * i + j, f, c]
                 for q in range(3):
-                    total = 0.0
-                    for j in range(6):
-                        total += a[k, j] * g[j, q]
-                    dw[f, c, k, q] = total
+                    for c in range(channels):
+                        b[k, q, c] += a[k, j, c] * g[j, q]
+        dw[f] = b
 
 
 def products(u: np.ndarray, v: np.ndarray, out: np.ndarray) -> np.ndarray:
