@@ -111,7 +111,7 @@ def plan(spec: Spec) -> Network:
         tuple(data["input"]),
         data["classes"],
         nodes,
-        np.random.default_rng(),
+        None,
         data,
         allocated=False,
     )

@@ -61,7 +61,7 @@ class Network:
         input_shape: Shape,
         classes: int,
         nodes: list[Node],
-        rng: np.random.Generator,
+        rng: np.random.Generator | None,
         spec: dict[str, Any] | None = None,
         allocated: bool = True,
     ) -> None:
@@ -70,7 +70,7 @@ class Network:
         self.input_shape = input_shape
         self.classes = classes
         self.nodes = nodes
-        self.rng = rng
+        self.rng = rng  # None while planned: numpy's random module loads only for weights
         self.spec = spec or {}
         self._last_use = _last_uses(nodes)
         self._observers: list[Observer] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import math
 import warnings
 from collections.abc import Iterator, Mapping
@@ -127,6 +128,15 @@ class PluginWarning(UserWarning):
     """An installed plugin could not be loaded; cnnbuild goes on without it."""
 
 
+@functools.cache
+def _installed_entry_points() -> Any:
+    """Every installed package's entry points, read once for all registries: each read goes
+    through the metadata of every installed package."""
+    from importlib.metadata import entry_points
+
+    return entry_points()
+
+
 class Registry(Mapping[str, type]):
     """Type names -> classes (layers, optimizers, schedules), like Caffe's layer factory:
     a name is registered once, and an unknown name is answered with the known ones.
@@ -168,9 +178,7 @@ class Registry(Mapping[str, type]):
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
-        from importlib.metadata import entry_points
-
-        for entry in entry_points(group=self.group):
+        for entry in _installed_entry_points().select(group=self.group):
             try:
                 loaded = entry.load()
                 if isinstance(loaded, type):
